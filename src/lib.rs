@@ -1,0 +1,128 @@
+//! Structured cancellation with typed reasons for the smol family: fences, scopes and task
+//! trees.
+//!
+//! Async Rust can cancel work (drop a future, drop a task) but cannot say *why*; it makes you
+//! thread timeouts, shutdown flags and disconnect signals through every signature; and a
+//! spawned task outlives the code that started it unless someone keeps its handle.
+//! `async-fence` fixes that:
+//!
+//! - **[`Fencing`]**: declare every cancellation source once (timeout, deadline, [`Flag`],
+//!   custom future) as an immutable, composable config.
+//! - **[`Scope`]**: run a body under those triggers with [`Scope::fence`]. When one fires, the
+//!   body and every task spawned inside it are dropped, and the scope records typed
+//!   [`Reason`]s (kind, code, message), all of them when several fire. The result,
+//!   `Result<T, Cancelled>`, lets the caller move on (`.ok()`, `match`) or propagate (`?`).
+//! - **[`Cx`]**: an explicit, cloneable context handle passed to children. It carries the bound
+//!   fencing, so deep code applies the boundary's triggers without knowing them.
+//!
+//! Most code never sees cancellation: fence only the expensive, safely interruptible parts
+//! (the LLM call, the crawl, the batch), not the database write after it.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use async_fence::{on_timeout, Cx, Flag, ReasonKind};
+//!
+//! async fn crawl(cx: &Cx, pages: u32) -> Result<u32, async_fence::Cancelled> {
+//!     // Deep code: the boundary's triggers apply, plus a limit of our own.
+//!     let scope = cx.fencing().timeout(Duration::from_millis(50), "crawl").scope();
+//!     scope.fence(cx, |cx| async move {
+//!         let fetches: Vec<_> = (0..pages)
+//!             .map(|page| cx.spawn(async move {
+//!                 async_io::Timer::after(Duration::from_millis(10 * u64::from(page))).await;
+//!                 page
+//!             }))
+//!             .collect();
+//!         let mut done = 0;
+//!         for fetch in fetches {
+//!             done += u32::from(fetch.await.is_ok());
+//!         }
+//!         done
+//!     }).await
+//! }
+//!
+//! let ex = Arc::new(async_executor::Executor::new());
+//! futures_lite::future::block_on(ex.run(async {
+//!     let shutdown = Flag::new();
+//!     let cx = Cx::new(ex.clone())
+//!         .bind(on_timeout(Duration::from_secs(30), "budget").flag(&shutdown, "shutdown"));
+//!
+//!     assert_eq!(crawl(&cx, 3).await, Ok(3));
+//!
+//!     let err = crawl(&cx, 100).await.unwrap_err();
+//!     assert!(err.cancelled_by("crawl"));
+//!     assert_eq!(err.reasons()[0].kind(), ReasonKind::Timeout);
+//!
+//!     shutdown.set_because("operator asked");
+//!     let err = crawl(&cx, 3).await.unwrap_err();
+//!     assert!(err.cancelled_by("shutdown"));
+//!     assert_eq!(err.to_string(), "operator asked");
+//! }));
+//! ```
+//!
+//! # The contract
+//!
+//! 1. **Timeouts and deadlines.** A relative timeout is anchored when its fencing is bound
+//!    into a `Cx` ([`Cx::bind`]), or else when a scope is entered or [`Fencing::run`]
+//!    starts. Of all time triggers of one fencing only the earliest can fire (one timer per
+//!    scope); ties go to the one added last. `Duration::ZERO` and past deadlines fire at
+//!    entry; `Duration::MAX` never fires.
+//! 2. **Flags.** A watched [`Flag`] fires when set, with kind [`ReasonKind::Flag`] and the
+//!    flag's message. The same flag under the same code is kept once.
+//! 3. **Entry.** Triggers already fired at entry: the body is never polled, and the result
+//!    is `Err` with every trigger already due, in the order they were added.
+//! 4. **Racing.** Each poll polls the body first; a body that completes on the poll where a
+//!    trigger is seen returns `Ok`. Otherwise every trigger found fired is recorded, the body
+//!    is dropped, the children are cancelled, and `fence` returns `Err`. Triggers that fire
+//!    after that are never recorded.
+//! 5. **Ownership in nesting.** Scopes nest freely, in one task or across child tasks. When a
+//!    trigger watched by several nested scopes fires, the outermost one owns the
+//!    cancellation: everything inside it is dropped and no inner `fence` returns `Err` for it.
+//!    An inner scope's own trigger cancels only the inner scope.
+//! 6. **Children.** [`Cx::spawn`] inside a scope makes a child of the innermost scope. `fence`
+//!    returns only when the body and every child have finished, and after a cancellation only
+//!    once every child's future has been dropped. A child that panics cancels its siblings and
+//!    the panic resumes from `fence`.
+//! 7. **Context.** [`Cx::fencing`] returns what was bound; [`Cx::bind`] never changes `self`.
+//!    Entering a scope does not bind.
+//! 8. **Reuse.** A `Scope` is entered at most once (a second entry panics); a `Fencing` is
+//!    reusable forever.
+//! 9. **Threads.** [`Flag::set`], [`Scope::cancel`] and [`Child::cancel`] work from any
+//!    thread; [`Scope::is_cancelled`], [`Cx::is_cancelled`] and [`Flag::is_set`] never take a
+//!    lock.
+//! 10. **Bad input never panics**: zero and huge durations, past deadlines, empty codes,
+//!     empty fencings, flags set twice, cancels after completion and spawns on finished scopes
+//!     all have the documented outcome above.
+//!
+//! # Features
+//!
+//! None yet; the core needs only async-io, async-executor, event-listener and futures-lite.
+
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+mod child;
+mod cx;
+mod fencing;
+mod flag;
+mod reason;
+mod scope;
+mod sync;
+mod trigger;
+
+pub use child::Child;
+pub use cx::Cx;
+pub use fencing::{on_deadline, on_flag, on_timeout, Fencing, Run};
+pub use flag::{Flag, Wait};
+pub use reason::{Cancelled, Code, Reason, ReasonKind};
+pub use scope::{Fence, Scope};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

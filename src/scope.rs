@@ -1,0 +1,836 @@
+//! [`Scope`]: one fenced region, its state machine, and the future of [`Scope::fence`].
+//!
+//! A `Scope` owns a `Shared` (state, reasons, members). Entering it makes a `Frame`: the
+//! immutable facts of this entry (its parent frame and its armed deadline), which every `Cx`
+//! inside points to. Frames form the tree that rule 5 (ownership in nesting) walks.
+//!
+//! # Invariants
+//!
+//! 1. `ENTERED` is set once, by the first poll of a [`Fence`]; a second entry panics.
+//! 2. `CANCELLED` is never cleared. It is set while holding the `record` lock, together with
+//!    at least one reason, so whoever sees it and then takes the lock finds a reason.
+//! 3. `FINISHED` is set once: when the fence returns, or when its future is dropped early.
+//!    A fence returns `Ok` only through one compare-and-swap from a state without
+//!    `CANCELLED` to one with `FINISHED`; `Scope::cancel` sets `CANCELLED` only through a
+//!    compare-and-swap from a state without `FINISHED`. So exactly one of them wins.
+//! 4. `record.frozen` is set when the fence decides to cancel; no reason is added after it.
+//!    So the reasons of `Err` are exactly [`Scope::reasons`], and triggers that fire later
+//!    are never recorded.
+//! 5. A member (child task or nested scope) is added to `members` only under its lock, and
+//!    only while neither `CANCELLED` nor `FINISHED` is set. Cancelling sets `CANCELLED` before
+//!    it walks `members` under the same lock, so every member is either refused or cancelled.
+//!    Finishing with `Ok` happens under that lock too, so no child is added after it.
+//! 6. `live` counts the child tasks of this scope and of every scope nested in it whose
+//!    futures have not been dropped. It is raised before a child is spawned and lowered after
+//!    the child's future was dropped; the fence returns only when it is zero, so every child
+//!    future is gone when `fence` returns.
+//! 7. A scope defers to its ancestors: before it polls its body, and before it decides to
+//!    cancel on its own triggers, it looks at the running scopes above it. If one of them has
+//!    a flag set or its deadline passed, the outer scope owns the cancellation and this one
+//!    waits to be dropped. Only a scope that is polled although an ancestor has *decided*
+//!    cancelling (its `Cx` escaped into a task the ancestor does not own) ends on its own,
+//!    with the ancestor's reasons.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use pin_project_lite::pin_project;
+use slab::Slab;
+
+use crate::child::Ctl;
+use crate::cx::Cx;
+use crate::fencing::Fencing;
+use crate::reason::{internal, push_unique, Cancelled, Reason};
+use crate::sync::{lock, AtomicU8, AtomicUsize, Mutex, Ordering, WakerSlot};
+use crate::trigger::{Armed, LazyNow, Panic};
+
+const ENTERED: u8 = 1;
+const CANCELLED: u8 = 2;
+const FINISHED: u8 = 4;
+
+/// The state every handle of one scope shares.
+pub(crate) struct Shared {
+    fencing: Fencing,
+    state: AtomicU8,
+    record: Mutex<Record>,
+    /// The waker of the fence future (invariants 3, 6).
+    waker: WakerSlot,
+    members: Mutex<Slab<Member>>,
+    live: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Record {
+    reasons: Vec<Reason>,
+    frozen: bool,
+    panic: Option<Panic>,
+}
+
+/// Something a scope must reach when it cancels.
+pub(crate) enum Member {
+    /// A child task, cancelled through its control block.
+    Child(Arc<Ctl>),
+    /// A scope entered inside this one, woken so that it looks at its ancestors again.
+    Nested(Arc<Shared>),
+}
+
+impl Shared {
+    fn new(fencing: Fencing) -> Shared {
+        Shared {
+            fencing,
+            state: AtomicU8::new(0),
+            record: Mutex::new(Record::default()),
+            waker: WakerSlot::new(),
+            members: Mutex::new(Slab::new()),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.state() & CANCELLED != 0
+    }
+
+    fn reasons(&self) -> Vec<Reason> {
+        lock(&self.record).reasons.clone()
+    }
+
+    /// Records `reason` and marks the scope cancelled, unless it is frozen or finished.
+    fn request_cancel(&self, reason: Reason) {
+        {
+            let mut record = lock(&self.record);
+            if record.frozen || !self.set_cancelled() {
+                return;
+            }
+            push_unique(&mut record.reasons, reason);
+        }
+        self.waker.wake();
+    }
+
+    /// Sets `CANCELLED` unless `FINISHED` is set (invariant 3). Call with `record` locked.
+    fn set_cancelled(&self) -> bool {
+        let mut state = self.state();
+        loop {
+            if state & FINISHED != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(
+                state,
+                state | CANCELLED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// Keeps the first panic caught inside the scope and cancels the scope for it.
+    ///
+    /// Returns `false` if the scope has finished and the panic must go elsewhere.
+    fn fail(&self, payload: Panic, what: &str) -> Result<(), Panic> {
+        {
+            let mut record = lock(&self.record);
+            if self.state() & FINISHED != 0 {
+                return Err(payload);
+            }
+            let reason = internal::panicked(what, &*payload);
+            record.panic.get_or_insert(payload);
+            if !record.frozen && self.set_cancelled() {
+                push_unique(&mut record.reasons, reason);
+            }
+        }
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// The fence decides to cancel: records `fired`, freezes the reasons, and cancels every
+    /// member (invariants 2, 4, 5).
+    fn decide(&self, fired: Vec<Reason>) {
+        {
+            let mut record = lock(&self.record);
+            if !record.frozen {
+                for reason in fired {
+                    push_unique(&mut record.reasons, reason);
+                }
+                if record.reasons.is_empty() {
+                    record.reasons.push(internal::scope_dropped());
+                }
+                record.frozen = true;
+            }
+            self.state.fetch_or(CANCELLED, Ordering::AcqRel);
+        }
+        self.wake_members();
+    }
+
+    /// Cancels every child and wakes every nested scope.
+    fn wake_members(&self) {
+        for (_, member) in lock(&self.members).iter() {
+            match member {
+                Member::Child(ctl) => ctl.cancel_by_scope(),
+                Member::Nested(shared) => shared.waker.wake(),
+            }
+        }
+    }
+
+    /// Adds a member unless the scope is cancelled or finished (invariant 5).
+    fn add_member(&self, member: Member, on_added: impl FnOnce()) -> Option<usize> {
+        let mut members = lock(&self.members);
+        if self.state() & (CANCELLED | FINISHED) != 0 {
+            return None;
+        }
+        let key = members.insert(member);
+        on_added();
+        Some(key)
+    }
+
+    fn remove_member(&self, key: usize) {
+        lock(&self.members).try_remove(key);
+    }
+
+    /// Finishes with `Ok` if no child is live and nobody cancelled (invariants 3, 5, 6).
+    fn try_finish_ok(&self) -> bool {
+        let _members = lock(&self.members);
+        if self.live.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        let state = self.state();
+        state & CANCELLED == 0
+            && self
+                .state
+                .compare_exchange(
+                    state,
+                    state | FINISHED,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+}
+
+/// One entry of a scope: what every `Cx` inside it points to.
+pub(crate) struct Frame {
+    shared: Arc<Shared>,
+    parent: Option<Arc<Frame>>,
+    deadline: Option<Instant>,
+}
+
+/// What a scope finds when it looks at its ancestors (invariant 7).
+enum Probe {
+    Clear,
+    /// An ancestor will cancel: wait to be dropped.
+    Firing,
+    /// An ancestor has decided to cancel, with these reasons.
+    Decided(Vec<Reason>),
+}
+
+impl Frame {
+    /// This frame and its ancestors, innermost first.
+    fn chain(&self) -> impl Iterator<Item = &Frame> {
+        std::iter::successors(Some(self), |f| f.parent.as_deref())
+    }
+
+    /// The nearest frame of this chain whose scope is still running.
+    fn nearest_running(self: &Arc<Frame>) -> Option<Arc<Frame>> {
+        let mut frame = Some(self);
+        while let Some(f) = frame {
+            if f.shared.state() & FINISHED == 0 {
+                return Some(f.clone());
+            }
+            frame = f.parent.as_ref();
+        }
+        None
+    }
+
+    /// `true` if this scope or an enclosing one has decided to cancel.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.chain().any(|f| f.shared.is_cancelled())
+    }
+
+    /// The reasons of the nearest cancelled scope of this chain.
+    pub(crate) fn reasons(&self) -> Vec<Reason> {
+        self.chain()
+            .find(|f| f.shared.is_cancelled())
+            .map(|f| f.shared.reasons())
+            .unwrap_or_default()
+    }
+
+    /// Why a child of this scope was stopped by its scope.
+    pub(crate) fn child_error(&self) -> Cancelled {
+        let reasons = self.reasons();
+        if !reasons.is_empty() {
+            return Cancelled::from_reasons(reasons);
+        }
+        let finished = self.shared.state() & FINISHED != 0;
+        Cancelled::new(if finished {
+            internal::scope_dropped()
+        } else {
+            internal::scope_finished()
+        })
+    }
+
+    /// Adds a child: `Some(key)` with `live` raised along the chain, or `None` if the scope
+    /// no longer takes children.
+    pub(crate) fn add_child(&self, ctl: Arc<Ctl>) -> Option<usize> {
+        if self.is_cancelled() {
+            return None;
+        }
+        self.shared.add_member(Member::Child(ctl), || {
+            for frame in self.chain() {
+                frame.shared.live.fetch_add(1, Ordering::AcqRel);
+            }
+        })
+    }
+
+    /// Removes a child whose future has been dropped, and lowers `live` along the chain.
+    pub(crate) fn release_child(&self, key: usize) {
+        self.shared.remove_member(key);
+        for frame in self.chain() {
+            if frame.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                frame.shared.waker.wake();
+            }
+        }
+    }
+
+    /// Hands a panic caught in a child to the nearest scope still running; drops it if none.
+    pub(crate) fn fail(&self, payload: Panic, what: &str) {
+        let mut payload = payload;
+        for frame in self.chain() {
+            match frame.shared.fail(payload, what) {
+                Ok(()) => return,
+                Err(back) => payload = back,
+            }
+        }
+    }
+
+    /// Looks at the running ancestors (invariant 7).
+    fn probe(&self) -> Probe {
+        let mut now = LazyNow::default();
+        let mut probe = Probe::Clear;
+        for frame in self.chain().skip(1) {
+            let state = frame.shared.state();
+            if state & FINISHED != 0 {
+                continue;
+            }
+            if state & CANCELLED != 0 {
+                // The outermost decided ancestor owns it: keep going up.
+                probe = Probe::Decided(frame.shared.reasons());
+            } else if matches!(probe, Probe::Clear)
+                && Armed::would_fire(&frame.shared.fencing, frame.deadline, &mut now)
+            {
+                probe = Probe::Firing;
+            }
+        }
+        probe
+    }
+}
+
+/// One fenced region.
+///
+/// A scope arms a [`Fencing`], runs a body under it with [`fence`](Scope::fence), owns the
+/// child tasks spawned inside it, and records why it was cancelled. It is entered at most
+/// once; [`cancel`](Scope::cancel), [`is_cancelled`](Scope::is_cancelled) and
+/// [`reasons`](Scope::reasons) work from any thread, before, during and after.
+///
+/// # Examples
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use async_fence::{on_timeout, Cx};
+///
+/// let ex = Arc::new(async_executor::Executor::new());
+/// futures_lite::future::block_on(ex.run(async {
+///     let cx = Cx::new(ex.clone());
+///     let scope = on_timeout(Duration::from_millis(20), "budget").scope();
+///     let result = scope
+///         .fence(&cx, |cx| async move {
+///             // Both children are torn down when the budget runs out.
+///             cx.spawn(async_io::Timer::after(Duration::from_secs(10)));
+///             cx.spawn(async_io::Timer::after(Duration::from_secs(10)));
+///             futures_lite::future::pending::<()>().await
+///         })
+///         .await;
+///     assert!(result.unwrap_err().cancelled_by("budget"));
+///     assert!(scope.is_cancelled());
+/// }));
+/// ```
+pub struct Scope {
+    shared: Arc<Shared>,
+}
+
+impl Scope {
+    /// Creates a scope armed with `fencing`. Same as [`Fencing::scope`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let scope = async_fence::Scope::new(async_fence::Fencing::new());
+    /// assert!(!scope.is_cancelled());
+    /// ```
+    pub fn new(fencing: Fencing) -> Scope {
+        Scope {
+            shared: Arc::new(Shared::new(fencing)),
+        }
+    }
+
+    /// Runs `body` under this scope's triggers and returns its output, or `Err` with every
+    /// reason that fired.
+    ///
+    /// `body` gets a [`Cx`] whose scope is this one: children spawned with it belong here,
+    /// and it carries the same bound fencing as `cx` (entering a scope does not bind).
+    ///
+    /// - **Entry**: if a trigger has already fired (or [`cancel`](Scope::cancel) was called),
+    ///   `body` is never called and the result is `Err` with every trigger already due, in
+    ///   the order they were added.
+    /// - **Racing**: each poll polls the body first; a body that completes on the poll where
+    ///   a trigger is seen returns `Ok`. Otherwise every trigger found fired is recorded, the
+    ///   body is dropped, the children are cancelled, and the result is `Err`.
+    /// - **Children**: `fence` returns only when the body and every child have finished; a
+    ///   trigger that fires while it waits for children cancels them (`Err`). When `fence`
+    ///   returns, every child's future has been dropped.
+    /// - **Nesting**: if an enclosing scope watches a trigger that fired, the enclosing scope
+    ///   owns the cancellation: this `fence` never returns, and is dropped with it.
+    /// - **Panics** in the body, a child (while polled or dropped) or a custom trigger
+    ///   cancel the scope with a [`ReasonKind::Failed`](crate::ReasonKind::Failed) reason; once
+    ///   every child is torn down, the first panic resumes from `fence`.
+    ///
+    /// A body that never yields cannot be interrupted: cancellation is observed at its next
+    /// `Pending`. Children run on the executor of `cx`, which must be running for them (and
+    /// for their teardown) to make progress.
+    ///
+    /// # Panics
+    ///
+    /// Panics with "Scope entered twice" if this scope was entered before: a scope is entered
+    /// at most once (make a new one with [`Fencing::scope`]). The panic happens on the first
+    /// poll of the second `fence`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes drops the body and cancels the children
+    /// (they are dropped by their executor soon after); the scope then counts as finished,
+    /// neither `Ok` nor cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use async_fence::{on_timeout, Cx, Flag};
+    ///
+    /// let ex = Arc::new(async_executor::Executor::new());
+    /// futures_lite::future::block_on(ex.run(async {
+    ///     let shutdown = Flag::new();
+    ///     let cx = Cx::new(ex.clone()).bind(on_timeout(Duration::from_secs(30), "budget")
+    ///         .flag(&shutdown, "shutdown"));
+    ///     shutdown.set();
+    ///     let scope = cx.fencing().timeout(Duration::from_secs(5), "db").scope();
+    ///     match scope.fence(&cx, |_cx| async { "rows" }).await {
+    ///         Ok(rows) => unreachable!("{rows}"),
+    ///         Err(c) => assert!(c.cancelled_by("shutdown")),
+    ///     }
+    /// }));
+    /// ```
+    pub fn fence<T, F, Fut>(&self, cx: &Cx, body: F) -> Fence<F, Fut>
+    where
+        F: FnOnce(Cx) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        Fence {
+            shared: self.shared.clone(),
+            cx: cx.clone(),
+            make_body: Some(body),
+            body: None,
+            output: None,
+            armed: None,
+            frame: None,
+            parent_key: None,
+            phase: Phase::Idle,
+        }
+    }
+
+    /// Cancels the scope with `reason`, from any thread.
+    ///
+    /// Before entry, it acts as a trigger already fired: the body is never polled. While the
+    /// scope runs, it decides at once ([`is_cancelled`](Scope::is_cancelled) turns `true`):
+    /// the body is not polled again and `fence` returns `Err`; several calls before the fence
+    /// wakes up are all recorded. After the scope has finished, or once its reasons are
+    /// frozen, it changes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use async_fence::{Cx, Fencing, Reason, ReasonKind};
+    ///
+    /// let ex = Arc::new(async_executor::Executor::new());
+    /// futures_lite::future::block_on(ex.run(async {
+    ///     let cx = Cx::new(ex.clone());
+    ///     let scope = Fencing::new().scope();
+    ///     scope.cancel(Reason::new(ReasonKind::Manual, "operator", "stopped by hand"));
+    ///     let err = scope.fence(&cx, |_| async { unreachable!() }).await.unwrap_err();
+    ///     assert_eq!(err.to_string(), "stopped by hand");
+    ///     // After the scope finished, cancel changes nothing.
+    ///     scope.cancel(Reason::new(ReasonKind::Manual, "late", "too late"));
+    ///     assert_eq!(scope.reasons().len(), 1);
+    /// }));
+    /// ```
+    pub fn cancel(&self, reason: Reason) {
+        self.shared.request_cancel(reason);
+    }
+
+    /// Returns `true` once the scope has decided to cancel: its `fence` returns (or has
+    /// returned) `Err`. Never takes a lock.
+    ///
+    /// A scope whose cancellation is owned by an enclosing scope never returns, so this stays
+    /// `false` for it; the enclosing scope's reasons tell the story.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let scope = async_fence::Fencing::new().scope();
+    /// assert!(!scope.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.shared.is_cancelled()
+    }
+
+    /// Returns the reasons recorded so far, in order; empty unless cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_fence::{Fencing, Reason, ReasonKind};
+    ///
+    /// let scope = Fencing::new().scope();
+    /// scope.cancel(Reason::new(ReasonKind::Manual, "a", "first"));
+    /// scope.cancel(Reason::new(ReasonKind::Manual, "b", "second"));
+    /// assert_eq!(scope.reasons().len(), 2);
+    /// ```
+    pub fn reasons(&self) -> Vec<Reason> {
+        self.shared.reasons()
+    }
+
+    /// Returns `true` if a recorded reason has this code.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_fence::{Fencing, Reason, ReasonKind};
+    ///
+    /// let scope = Fencing::new().scope();
+    /// scope.cancel(Reason::new(ReasonKind::Manual, "operator", "stop"));
+    /// assert!(scope.cancelled_by("operator"));
+    /// assert!(!scope.cancelled_by("budget"));
+    /// ```
+    pub fn cancelled_by(&self, code: &str) -> bool {
+        lock(&self.shared.record)
+            .reasons
+            .iter()
+            .any(|r| r.code() == code)
+    }
+
+    /// Returns the fencing this scope arms.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let scope = async_fence::on_timeout(Duration::from_secs(1), "t").scope();
+    /// assert_eq!(scope.fencing().len(), 1);
+    /// ```
+    pub fn fencing(&self) -> &Fencing {
+        &self.shared.fencing
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.state();
+        f.debug_struct("Scope")
+            .field("entered", &(state & ENTERED != 0))
+            .field("is_cancelled", &(state & CANCELLED != 0))
+            .field("finished", &(state & FINISHED != 0))
+            .field("fencing", &self.shared.fencing)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Not polled yet.
+    Idle,
+    /// The body runs.
+    Running,
+    /// The body is done; waiting for the children.
+    Joining,
+    /// Cancelled; waiting for the children's futures to be dropped.
+    Teardown,
+    /// Returned, or entered twice.
+    Done,
+}
+
+pin_project! {
+    /// The future of [`Scope::fence`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct Fence<F, Fut>
+    where
+        Fut: Future,
+    {
+        shared: Arc<Shared>,
+        cx: Cx,
+        make_body: Option<F>,
+        #[pin]
+        body: Option<Fut>,
+        output: Option<Fut::Output>,
+        armed: Option<Armed>,
+        frame: Option<Arc<Frame>>,
+        parent_key: Option<usize>,
+        phase: Phase,
+    }
+
+    impl<F, Fut> PinnedDrop for Fence<F, Fut>
+    where
+        Fut: Future,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !matches!(*this.phase, Phase::Running | Phase::Joining | Phase::Teardown) {
+                return;
+            }
+            // Dropped before it returned: the body goes now, the children are cancelled, and
+            // the scope counts as finished, neither `Ok` nor cancelled (invariant 3).
+            if let Err(panic) = drop_body(this.body) {
+                if let Some(parent) = this.frame.as_ref().and_then(|f| f.parent.as_ref()) {
+                    parent.fail(panic, "body");
+                }
+            }
+            this.shared.state.fetch_or(FINISHED, Ordering::AcqRel);
+            this.shared.wake_members();
+            unregister(this.frame, this.parent_key);
+        }
+    }
+}
+
+/// Drops the body in place, catching a panic of its `Drop`.
+fn drop_body<Fut>(body: Pin<&mut Option<Fut>>) -> Result<(), Panic> {
+    let mut body = body;
+    if body.is_none() {
+        return Ok(());
+    }
+    catch_unwind(AssertUnwindSafe(|| body.set(None)))
+}
+
+/// Removes a finished scope from its parent's members.
+fn unregister(frame: &Option<Arc<Frame>>, parent_key: &mut Option<usize>) {
+    if let (Some(parent), Some(key)) = (
+        frame.as_ref().and_then(|f| f.parent.as_ref()),
+        parent_key.take(),
+    ) {
+        parent.shared.remove_member(key);
+    }
+}
+
+impl<F, Fut, T> Future for Fence<F, Fut>
+where
+    F: FnOnce(Cx) -> Fut,
+    Fut: Future<Output = T>,
+{
+    type Output = Result<T, Cancelled>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let shared: &Shared = this.shared;
+        loop {
+            match *this.phase {
+                Phase::Idle => {
+                    // Invariant 1.
+                    if shared.state.fetch_or(ENTERED, Ordering::AcqRel) & ENTERED != 0 {
+                        *this.phase = Phase::Done;
+                        panic!(
+                            "Scope entered twice: a Scope can be entered at most once; \
+                             make a new one with `Fencing::scope` for each region"
+                        );
+                    }
+                    let armed = this.armed.insert(Armed::arm(&shared.fencing));
+                    let parent = this.cx.frame.as_ref().and_then(Frame::nearest_running);
+                    let frame = Arc::new(Frame {
+                        shared: this.shared.clone(),
+                        parent,
+                        deadline: armed.deadline(),
+                    });
+                    if let Some(parent) = &frame.parent {
+                        *this.parent_key = parent
+                            .shared
+                            .add_member(Member::Nested(this.shared.clone()), || {});
+                    }
+                    *this.frame = Some(frame.clone());
+                    *this.phase = Phase::Running;
+
+                    // Entry (rule 3): an ancestor, a cancel before entry, triggers already due.
+                    match frame.probe() {
+                        Probe::Clear => {}
+                        Probe::Firing => {
+                            shared.waker.register(cx.waker());
+                            return Poll::Pending;
+                        }
+                        Probe::Decided(reasons) => {
+                            shared.decide(reasons);
+                            *this.phase = Phase::Teardown;
+                            continue;
+                        }
+                    }
+                    let fired = match armed.check(&shared.fencing, cx, false) {
+                        Ok(fired) => fired,
+                        Err(panic) => {
+                            let _ = shared.fail(panic, "trigger");
+                            Vec::new()
+                        }
+                    };
+                    if !fired.is_empty() || shared.is_cancelled() {
+                        shared.decide(fired);
+                        *this.phase = Phase::Teardown;
+                        continue;
+                    }
+                    if let Some(make_body) = this.make_body.take() {
+                        let body_cx = this.cx.enter(frame);
+                        this.body.set(Some(make_body(body_cx)));
+                    }
+                }
+                Phase::Running | Phase::Joining => {
+                    let frame = this.frame.as_ref().expect("entered scopes have a frame");
+                    // Invariant 7: an enclosing scope that is about to cancel owns it.
+                    if frame.parent.is_some() {
+                        match frame.probe() {
+                            Probe::Clear => {}
+                            Probe::Firing => {
+                                shared.waker.register(cx.waker());
+                                return Poll::Pending;
+                            }
+                            Probe::Decided(reasons) => {
+                                shared.decide(reasons);
+                                *this.phase = Phase::Teardown;
+                                continue;
+                            }
+                        }
+                    }
+                    let armed = this.armed.as_mut().expect("entered scopes are armed");
+
+                    // A cancel from elsewhere (or a panic) was decided already: no more body.
+                    if shared.is_cancelled() {
+                        let fired = armed.check(&shared.fencing, cx, false).unwrap_or_else(|p| {
+                            let _ = shared.fail(p, "trigger");
+                            Vec::new()
+                        });
+                        shared.decide(fired);
+                        *this.phase = Phase::Teardown;
+                        continue;
+                    }
+
+                    // The body first (rule 4).
+                    if let Some(body) = this.body.as_mut().as_pin_mut() {
+                        match catch_unwind(AssertUnwindSafe(|| body.poll(cx))) {
+                            Ok(Poll::Pending) => {}
+                            Ok(Poll::Ready(out)) => {
+                                *this.output = Some(out);
+                                *this.phase = Phase::Joining;
+                                if let Err(panic) = drop_body(this.body.as_mut()) {
+                                    let _ = shared.fail(panic, "body");
+                                    continue;
+                                }
+                            }
+                            Err(panic) => {
+                                let _ = shared.fail(panic, "body");
+                                continue;
+                            }
+                        }
+                    }
+                    if *this.phase == Phase::Joining && shared.try_finish_ok() {
+                        *this.phase = Phase::Done;
+                        finish(shared, this.frame, this.parent_key);
+                        let out = this.output.take().expect("a joined body left its output");
+                        return Poll::Ready(Ok(out));
+                    }
+
+                    // Then the triggers, registering for the next wake-up.
+                    shared.waker.register(cx.waker());
+                    let fired = match armed.check(&shared.fencing, cx, true) {
+                        Ok(fired) => fired,
+                        Err(panic) => {
+                            let _ = shared.fail(panic, "trigger");
+                            continue;
+                        }
+                    };
+                    if !fired.is_empty() {
+                        match frame.probe() {
+                            Probe::Clear => {
+                                shared.decide(fired);
+                                *this.phase = Phase::Teardown;
+                            }
+                            Probe::Firing => return Poll::Pending,
+                            Probe::Decided(reasons) => {
+                                shared.decide(reasons);
+                                *this.phase = Phase::Teardown;
+                            }
+                        }
+                        continue;
+                    }
+                    // Look again after registering: a cancel or the last child may have
+                    // come in between (no lost wake-up).
+                    let joined = *this.phase == Phase::Joining
+                        && shared.live.load(Ordering::Acquire) == 0;
+                    if shared.is_cancelled() || joined {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                Phase::Teardown => {
+                    if let Err(panic) = drop_body(this.body.as_mut()) {
+                        let _ = shared.fail(panic, "body");
+                    }
+                    *this.output = None;
+                    if shared.live.load(Ordering::Acquire) != 0 {
+                        shared.waker.register(cx.waker());
+                        if shared.live.load(Ordering::Acquire) != 0 {
+                            return Poll::Pending;
+                        }
+                    }
+                    shared.state.fetch_or(FINISHED, Ordering::AcqRel);
+                    *this.phase = Phase::Done;
+                    finish(shared, this.frame, this.parent_key);
+                    let (reasons, panic) = {
+                        let mut record = lock(&shared.record);
+                        (record.reasons.clone(), record.panic.take())
+                    };
+                    if let Some(panic) = panic {
+                        resume_unwind(panic);
+                    }
+                    return Poll::Ready(Err(Cancelled::from_reasons(reasons)));
+                }
+                Phase::Done => panic!("`Fence` polled after it completed"),
+            }
+        }
+    }
+}
+
+/// After the fence returned: leave the parent, and wake nested scopes that wait on us.
+fn finish(shared: &Shared, frame: &Option<Arc<Frame>>, parent_key: &mut Option<usize>) {
+    unregister(frame, parent_key);
+    shared.wake_members();
+}
+
+impl<F, Fut: Future> fmt::Debug for Fence<F, Fut> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fence")
+            .field("phase", &self.phase)
+            .field("is_cancelled", &self.shared.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,226 @@
+//! Arming a [`Fencing`]: the per-entry state that watches its triggers.
+//!
+//! # Invariants
+//!
+//! 1. Arming takes at most one `Instant::now()`, and none for a fencing without time
+//!    triggers. Relative timeouts are anchored at that instant.
+//! 2. Of all time triggers only the earliest one is armed (ties: the one added last); it is
+//!    checked against the entry instant without touching the timer wheel, and an
+//!    `async_io::Timer` is made only when the caller is about to return `Pending`.
+//! 3. Flag listeners are made only when the caller is about to return `Pending`, after
+//!    which the flag is read again ("try, listen, try again").
+//! 4. A trigger seen fired stays fired: a later check reports it again, so a caller that
+//!    defers its decision loses nothing.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use async_io::Timer;
+use event_listener::EventListener;
+use futures_lite::future::Future;
+
+use crate::fencing::{anchor_at, Due, Fencing, MessageFuture, Trigger};
+use crate::reason::Reason;
+
+/// A panic payload caught while polling a custom trigger.
+pub(crate) type Panic = Box<dyn Any + Send>;
+
+/// The armed state of one fencing for one entry.
+pub(crate) struct Armed {
+    /// The one time trigger that can fire (invariant 2).
+    time: Option<TimeSlot>,
+    /// The entry instant, until the entry check has used it.
+    entry_now: Option<Instant>,
+    /// One slot per trigger, only when there are flags or custom triggers.
+    slots: Vec<Slot>,
+}
+
+struct TimeSlot {
+    index: usize,
+    at: Instant,
+    timer: Option<Timer>,
+    fired: bool,
+}
+
+enum Slot {
+    Time,
+    Flag(Option<EventListener>),
+    When(MessageFuture),
+    Fired(String),
+}
+
+impl Armed {
+    /// Arms `fencing`: anchors its timeouts, picks its earliest time trigger, and makes the
+    /// futures of its custom triggers.
+    pub(crate) fn arm(fencing: &Fencing) -> Armed {
+        let triggers = fencing.triggers();
+        let mut now = None;
+        let mut time: Option<(usize, Instant)> = None;
+        let mut others = false;
+        for (index, trigger) in triggers.iter().enumerate() {
+            let Trigger::Time { due, .. } = trigger else {
+                others = true;
+                continue;
+            };
+            let due = match *due {
+                Due::After(after) => anchor_at(*now.get_or_insert_with(Instant::now), after),
+                Due::At(at) => {
+                    now.get_or_insert_with(Instant::now);
+                    Due::At(at)
+                }
+                Due::Never => Due::Never,
+            };
+            // `<=`: ties go to the one added last.
+            if let Due::At(at) = due {
+                if time.map_or(true, |(_, best)| at <= best) {
+                    time = Some((index, at));
+                }
+            }
+        }
+        let slots = if others {
+            triggers
+                .iter()
+                .map(|t| match t {
+                    Trigger::Time { .. } => Slot::Time,
+                    Trigger::Flag { .. } => Slot::Flag(None),
+                    Trigger::When { make, .. } => Slot::When(make()),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Armed {
+            time: time.map(|(index, at)| TimeSlot {
+                index,
+                at,
+                timer: None,
+                fired: false,
+            }),
+            entry_now: now,
+            slots,
+        }
+    }
+
+    /// The instant the armed time trigger fires, if any.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.time.as_ref().map(|t| t.at)
+    }
+
+    /// Returns the reasons of every trigger found fired, in the order they were added.
+    ///
+    /// With `register`, wakers are registered for the triggers that have not fired (the
+    /// caller is about to return `Pending`). A panic in a custom trigger is returned as `Err`.
+    pub(crate) fn check(
+        &mut self,
+        fencing: &Fencing,
+        cx: &mut Context<'_>,
+        register: bool,
+    ) -> Result<Vec<Reason>, Panic> {
+        let mut fired = Vec::new();
+        for (index, trigger) in fencing.triggers().iter().enumerate() {
+            match trigger {
+                Trigger::Time { code, timeout, .. } => {
+                    if self.time_fired(index, cx, register) {
+                        fired.push(Trigger::time_reason(code, *timeout));
+                    }
+                }
+                Trigger::Flag { flag, code } => {
+                    let Some(Slot::Flag(listener)) = self.slots.get_mut(index) else {
+                        continue;
+                    };
+                    let set = if register {
+                        flag.poll_set(listener, cx).is_ready()
+                    } else {
+                        flag.is_set()
+                    };
+                    if let Some(reason) = set.then(|| flag.reason(code)).flatten() {
+                        fired.push(reason);
+                    }
+                }
+                Trigger::When { kind, code, .. } => {
+                    if let Some(message) = self.when_fired(index, cx)? {
+                        fired.push(Reason::new(*kind, code.clone(), message));
+                    }
+                }
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Checks the time trigger at `index` (invariants 1, 2, 4).
+    fn time_fired(&mut self, index: usize, cx: &mut Context<'_>, register: bool) -> bool {
+        let Some(slot) = self.time.as_mut().filter(|t| t.index == index) else {
+            return false;
+        };
+        if slot.fired {
+            return true;
+        }
+        if slot.timer.is_none() {
+            if let Some(now) = self.entry_now.take() {
+                if now >= slot.at {
+                    slot.fired = true;
+                    return true;
+                }
+            }
+            if !register {
+                return false;
+            }
+            slot.timer = Some(Timer::at(slot.at));
+        }
+        if let Some(timer) = slot.timer.as_mut() {
+            if Pin::new(timer).poll(cx).is_ready() {
+                slot.fired = true;
+                slot.timer = None;
+            }
+        }
+        slot.fired
+    }
+
+    /// Polls the custom trigger at `index`; its message once it has fired (invariant 4).
+    fn when_fired(&mut self, index: usize, cx: &mut Context<'_>) -> Result<Option<String>, Panic> {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return Ok(None);
+        };
+        match slot {
+            Slot::When(fut) => match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(Poll::Ready(message)) => {
+                    *slot = Slot::Fired(message.clone());
+                    Ok(Some(message))
+                }
+                Ok(Poll::Pending) => Ok(None),
+                Err(panic) => {
+                    // Never poll it again.
+                    *slot = Slot::Time;
+                    Err(panic)
+                }
+            },
+            Slot::Fired(message) => Ok(Some(message.clone())),
+            Slot::Time | Slot::Flag(_) => Ok(None),
+        }
+    }
+
+    /// Returns `true` if a flag or the time trigger of `fencing` has fired by `now`.
+    ///
+    /// Used to look at an enclosing scope's triggers from inside (rule 5). Custom triggers are
+    /// not polled here: they belong to the scope that armed them.
+    pub(crate) fn would_fire(fencing: &Fencing, deadline: Option<Instant>, now: &mut LazyNow) -> bool {
+        let flags = fencing
+            .triggers()
+            .iter()
+            .any(|t| matches!(t, Trigger::Flag { flag, .. } if flag.is_set()));
+        flags || deadline.is_some_and(|at| now.get() >= at)
+    }
+}
+
+/// `Instant::now()`, taken at most once.
+#[derive(Default)]
+pub(crate) struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    pub(crate) fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
