@@ -114,7 +114,7 @@ impl<F: Future> Future for Guarded<F> {
         } else {
             this.owner.as_ref().and_then(|owner| {
                 (state & BY_SCOPE != 0 || owner.frame.is_cancelled())
-                    .then(|| owner.frame.child_error())
+                    .then(|| owner.frame.child_error(false))
             })
         };
         if let Some(err) = stopped {
@@ -145,14 +145,14 @@ impl<F: Future> Future for Guarded<F> {
 
 /// Invariant 3: where a caught panic goes, and what the child reports.
 fn report<T>(owner: &Option<Owner>, panic: Panic) -> Outcome<T> {
-        match owner.as_ref() {
-            Some(owner) => {
-                let reason = internal::panicked("child", &*panic);
-                owner.frame.fail(panic, "child");
-                Outcome::Cancelled(Cancelled::new(reason))
-            }
-            None => Outcome::Panicked(panic),
+    match owner.as_ref() {
+        Some(owner) => {
+            let reason = internal::panicked("child", &*panic);
+            owner.frame.fail(panic, "child");
+            Outcome::Cancelled(Cancelled::new(reason))
         }
+        None => Outcome::Panicked(panic),
+    }
 }
 
 /// Spawns `fut` on `cx`'s executor as a child of `owner`'s scope (or as a root task).
@@ -176,7 +176,7 @@ where
             None => {
                 // Cancelled or finished: the child is cancelled at once, `fut` never runs.
                 return Child {
-                    state: State::Refused(Some(frame.child_error())),
+                    state: State::Refused(Some(frame.child_error(true))),
                     ctl,
                     owned: false,
                 };

@@ -207,12 +207,7 @@ impl Shared {
         state & CANCELLED == 0
             && self
                 .state
-                .compare_exchange(
-                    state,
-                    state | FINISHED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(state, state | FINISHED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
     }
 }
@@ -264,17 +259,18 @@ impl Frame {
             .unwrap_or_default()
     }
 
-    /// Why a child of this scope was stopped by its scope.
-    pub(crate) fn child_error(&self) -> Cancelled {
+    /// Why a child of this scope was stopped (`refused`: never started, because the scope no
+    /// longer takes children): the reasons of the nearest cancelled scope, or else "scope
+    /// finished" for a refused child and "scope dropped" for a started one.
+    pub(crate) fn child_error(&self, refused: bool) -> Cancelled {
         let reasons = self.reasons();
         if !reasons.is_empty() {
             return Cancelled::from_reasons(reasons);
         }
-        let finished = self.shared.state() & FINISHED != 0;
-        Cancelled::new(if finished {
-            internal::scope_dropped()
-        } else {
+        Cancelled::new(if refused {
             internal::scope_finished()
+        } else {
+            internal::scope_dropped()
         })
     }
 
@@ -784,8 +780,8 @@ where
                     }
                     // Look again after registering: a cancel or the last child may have
                     // come in between (no lost wake-up).
-                    let joined = *this.phase == Phase::Joining
-                        && shared.live.load(Ordering::Acquire) == 0;
+                    let joined =
+                        *this.phase == Phase::Joining && shared.live.load(Ordering::Acquire) == 0;
                     if shared.is_cancelled() || joined {
                         continue;
                     }
