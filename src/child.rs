@@ -17,7 +17,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use async_executor::Task;
 use pin_project_lite::pin_project;
@@ -44,9 +44,11 @@ impl Ctl {
         }
     }
 
-    /// Called by the scope (invariant 1).
-    pub(crate) fn cancel_by_scope(&self) {
-        self.cancel(BY_SCOPE);
+    /// Called by the scope, under its members lock: marks the child cancelled and hands
+    /// back its waker, to be woken once the lock is released (invariant 1).
+    pub(crate) fn cancel_by_scope(&self) -> Option<Waker> {
+        self.state.fetch_or(BY_SCOPE, Ordering::AcqRel);
+        self.waker.take()
     }
 
     fn cancel(&self, bit: u8) {

@@ -571,6 +571,17 @@ pub fn on_flag(flag: &Flag, code: impl Into<Code>) -> Fencing {
 
 pin_project! {
     /// The future of [`Fencing::run`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use async_fence::{on_timeout, Run};
+    ///
+    /// let fencing = on_timeout(Duration::from_secs(1), "budget");
+    /// let run: Run<'_, _> = fencing.run(async { 1 + 1 });
+    /// assert_eq!(futures_lite::future::block_on(run), Ok(2));
+    /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Run<'a, F> {
         fencing: &'a Fencing,

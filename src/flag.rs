@@ -250,6 +250,15 @@ impl fmt::Debug for Flag {
 }
 
 /// The future of [`Flag::wait`]: resolves once the flag is set.
+///
+/// # Examples
+///
+/// ```
+/// let flag = async_fence::Flag::new();
+/// flag.set();
+/// let wait: async_fence::Wait = flag.wait();
+/// futures_lite::future::block_on(wait);
+/// ```
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Wait {
     flag: Flag,

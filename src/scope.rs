@@ -36,7 +36,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
@@ -172,13 +172,18 @@ impl Shared {
         self.wake_members();
     }
 
-    /// Cancels every child and wakes every nested scope.
+    /// Cancels every child and wakes every nested scope. The wakers are woken after the
+    /// lock is released, so a waker that polls in place cannot deadlock on it.
     fn wake_members(&self) {
-        for (_, member) in lock(&self.members).iter() {
-            match member {
+        let wakers: Vec<Waker> = lock(&self.members)
+            .iter()
+            .filter_map(|(_, member)| match member {
                 Member::Child(ctl) => ctl.cancel_by_scope(),
-                Member::Nested(shared) => shared.waker.wake(),
-            }
+                Member::Nested(shared) => shared.waker.take(),
+            })
+            .collect();
+        for waker in wakers {
+            waker.wake();
         }
     }
 
@@ -575,6 +580,21 @@ enum Phase {
 
 pin_project! {
     /// The future of [`Scope::fence`].
+    ///
+    /// It owns what it needs (it does not borrow the [`Scope`] or the [`Cx`]), so it can be
+    /// built in one place and awaited in another.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use async_fence::{Cx, Fence, Fencing};
+    ///
+    /// let ex = Arc::new(async_executor::Executor::new());
+    /// let cx = Cx::new(ex.clone());
+    /// let fence = Fencing::new().scope().fence(&cx, |_cx| async { "built, then awaited" });
+    /// assert_eq!(futures_lite::future::block_on(ex.run(fence)), Ok("built, then awaited"));
+    /// ```
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct Fence<F, Fut>
     where

@@ -46,10 +46,14 @@ impl WakerSlot {
         }
     }
 
+    /// Takes the registered waker out, to wake it after the caller's locks are released.
+    pub(crate) fn take(&self) -> Option<Waker> {
+        lock(&self.0).take()
+    }
+
     /// Wakes the registered waker, if any, outside the lock.
     pub(crate) fn wake(&self) {
-        let waker = lock(&self.0).take();
-        if let Some(waker) = waker {
+        if let Some(waker) = self.take() {
             waker.wake();
         }
     }
