@@ -105,13 +105,14 @@ async fn tour(root: Cx) {
         .fence(&root, |cx| async move {
             for worker in 0..8u64 {
                 let (cx2, l) = (cx.clone(), l.clone());
-                let _ = cx.spawn(async move {
+                cx.spawn(async move {
                     // Each worker spawns its own children: they belong to the same scope.
                     for _ in 0..16 {
-                        let _ = cx2.spawn(busy(l.clone(), Duration::from_secs(60)));
+                        cx2.spawn(busy(l.clone(), Duration::from_secs(60))).detach();
                     }
                     busy(l, Duration::from_millis(10 * worker)).await
-                });
+                })
+                .detach();
             }
             Timer::after(Duration::from_millis(5)).await;
             println!("   {} tasks running", running.load(Ordering::SeqCst));

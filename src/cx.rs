@@ -141,7 +141,7 @@ impl Cx {
     ///         for i in 0..3 {
     ///             let tx = tx.clone();
     ///             // The handles are dropped: the scope still joins the children.
-    ///             let _ = cx.spawn(async move { tx.send(i).await.unwrap() });
+    ///             cx.spawn(async move { tx.send(i).await.unwrap() }).detach();
     ///         }
     ///     }).await.unwrap();
     ///     assert_eq!(rx.len(), 3);

@@ -39,10 +39,11 @@ fn fence_joins_children_whose_handles_were_dropped() {
             .fence(&cx, |cx| async move {
                 for i in 0..5u64 {
                     let f = f.clone();
-                    let _ = cx.spawn(async move {
+                    cx.spawn(async move {
                         Timer::after(Duration::from_millis(2 * i)).await;
                         f.fetch_add(1, Ordering::SeqCst);
-                    });
+                    })
+                    .detach();
                 }
                 "body done first"
             })
@@ -61,7 +62,7 @@ fn cancellation_drops_every_child_future_before_fence_returns() {
         let err = scope
             .fence(&cx, |cx| async move {
                 for _ in 0..200 {
-                    let _ = cx.spawn(hold_forever(l.track()));
+                    cx.spawn(hold_forever(l.track())).detach();
                 }
                 future::pending::<()>().await
             })
@@ -80,7 +81,7 @@ fn a_trigger_while_waiting_for_children_cancels_them_and_returns_err() {
         let scope = on_timeout(Duration::from_millis(20), "budget").scope();
         let err = scope
             .fence(&cx, |cx| async move {
-                let _ = cx.spawn(hold_forever(l.track()));
+                cx.spawn(hold_forever(l.track())).detach();
                 "the body finished, a child did not"
             })
             .await
@@ -103,9 +104,11 @@ fn a_child_handle_gives_the_scope_reasons_when_the_scope_cancels_it() {
                 let child = cx.spawn(future::pending::<()>());
                 let watcher_cx = cx.clone();
                 // A sibling awaits the first child's handle.
-                let _ = watcher_cx.spawn(async move {
-                    tx.send(child.await).await.unwrap();
-                });
+                watcher_cx
+                    .spawn(async move {
+                        tx.send(child.await).await.unwrap();
+                    })
+                    .detach();
                 f.set_because("stop now");
                 future::pending::<()>().await
             })
@@ -188,12 +191,13 @@ fn a_panicking_child_cancels_its_siblings_and_the_panic_resumes_from_fence() {
         run(|cx| async move {
             s.fence(&cx, |cx| async move {
                 for _ in 0..10 {
-                    let _ = cx.spawn(hold_forever(l.track()));
+                    cx.spawn(hold_forever(l.track())).detach();
                 }
-                let _ = cx.spawn(async {
+                cx.spawn(async {
                     Timer::after(Duration::from_millis(5)).await;
                     panic!("boom")
-                });
+                })
+                .detach();
                 future::pending::<()>().await
             })
             .await
@@ -328,12 +332,13 @@ fn children_of_children_belong_to_the_same_scope() {
             .scope()
             .fence(&cx, |cx| async move {
                 let inner_cx = cx.clone();
-                let _ = cx.spawn(async move {
+                cx.spawn(async move {
                     for _ in 0..10 {
-                        let _ = inner_cx.spawn(hold_forever(l.track()));
+                        inner_cx.spawn(hold_forever(l.track())).detach();
                     }
                     hold_forever(l.track()).await
-                });
+                })
+                .detach();
                 future::pending::<()>().await
             })
             .await
@@ -352,7 +357,7 @@ fn a_child_sees_its_scope_cancelled_through_its_cx_at_once() {
         let err = scope
             .fence(&cx, |cx| async move {
                 let child_cx = cx.clone();
-                let _ = cx.spawn(async move {
+                cx.spawn(async move {
                     assert!(!child_cx.is_cancelled());
                     s.cancel(Reason::new(
                         ReasonKind::Manual,
@@ -363,7 +368,8 @@ fn a_child_sees_its_scope_cancelled_through_its_cx_at_once() {
                     o.store(child_cx.is_cancelled(), Ordering::SeqCst);
                     assert_eq!(child_cx.reasons()[0].code(), &"from-child");
                     future::pending::<()>().await
-                });
+                })
+                .detach();
                 future::pending::<()>().await
             })
             .await

@@ -140,7 +140,7 @@ fn flag_set_from_another_thread_cancels_a_scope_with_children() {
         let err = on_flag(&flag, "stop")
             .scope()
             .fence(&cx, |cx| async move {
-                let _ = cx.spawn(common::hold_forever(l.track()));
+                cx.spawn(common::hold_forever(l.track())).detach();
                 future::pending::<()>().await
             })
             .await

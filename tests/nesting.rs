@@ -158,7 +158,7 @@ fn shared_flag_across_child_tasks_is_owned_by_the_outer_scope() {
                     let r = inner
                         .fence(&cx, |cx| async move {
                             // A grandchild inside the inner scope.
-                            let _ = cx.spawn(hold_forever(l.track()));
+                            cx.spawn(hold_forever(l.track())).detach();
                             f.set();
                             future::pending::<()>().await
                         })
@@ -190,22 +190,23 @@ fn outer_cancel_drops_nested_scopes_and_all_their_children_first() {
                 for _ in 0..4 {
                     let l = l.clone();
                     let child_cx = cx.clone();
-                    let _ = cx.spawn(async move {
+                    cx.spawn(async move {
                         Fencing::new()
                             .scope()
                             .fence(&child_cx, |cx| async move {
                                 for _ in 0..4 {
-                                    let _ = cx.spawn(hold_forever(l.track()));
+                                    cx.spawn(hold_forever(l.track())).detach();
                                 }
                                 hold_forever(l.track()).await
                             })
                             .await
-                    });
+                    })
+                    .detach();
                 }
                 Fencing::new()
                     .scope()
                     .fence(&cx, |cx| async move {
-                        let _ = cx.spawn(hold_forever(l.track()));
+                        cx.spawn(hold_forever(l.track())).detach();
                         hold_forever(l.track()).await
                     })
                     .await
@@ -229,7 +230,7 @@ fn scope_entered_with_an_escaped_cx_in_a_foreign_task_ends_with_the_ancestor_rea
             cx.fencing()
                 .scope()
                 .fence(&cx, |cx| async move {
-                    let _ = cx.spawn(hold_forever(l.track()));
+                    cx.spawn(hold_forever(l.track())).detach();
                     future::pending::<()>().await
                 })
                 .await
