@@ -140,7 +140,7 @@ impl Cx {
     ///     Fencing::new().scope().fence(&cx, |cx| async move {
     ///         for i in 0..3 {
     ///             let tx = tx.clone();
-    ///             // The handles are dropped: the scope still joins the children.
+    ///             // Detached handles: the scope still joins the children.
     ///             cx.spawn(async move { tx.send(i).await.unwrap() }).detach();
     ///         }
     ///     }).await.unwrap();
