@@ -258,9 +258,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         page_time: Duration::from_millis(250),
     };
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--pages" => out.pages = value.parse().map_err(|e| format!("--pages: {e}"))?,
             "--jobs" => out.jobs = value.parse().map_err(|e| format!("--jobs: {e}"))?,

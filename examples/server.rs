@@ -214,9 +214,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         budget: Duration::from_secs(10),
     };
     while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .ok_or_else(|| format!("{flag} needs a value"))?;
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--port" => out.port = value.parse().map_err(|e| format!("--port: {e}"))?,
             "--work" => out.work = parse_duration(&value)?,

@@ -343,7 +343,8 @@ impl WatchedStream {
     fn check_write<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if let Poll::Ready(Err(e)) = &result {
             if is_disconnect(e.kind()) {
-                self.shared.set_disconnected(&format!("connection lost: {e}"));
+                self.shared
+                    .set_disconnected(&format!("connection lost: {e}"));
             }
         }
         result
@@ -533,7 +534,11 @@ impl Drop for WatchedStream {
         let mut state = lock(&self.shared.state);
         state.end.get_or_insert(End::Dropped);
         drop(state);
-        let _ = self.shared.stream.get_ref().shutdown(std::net::Shutdown::Both);
+        let _ = self
+            .shared
+            .stream
+            .get_ref()
+            .shutdown(std::net::Shutdown::Both);
     }
 }
 

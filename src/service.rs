@@ -230,7 +230,10 @@ impl<T, E> Drop for Respond<T, E> {
 impl<T, E> fmt::Debug for Respond<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Respond")
-            .field("finished", &self.task.as_ref().map_or(true, Task::is_finished))
+            .field(
+                "finished",
+                &self.task.as_ref().map_or(true, Task::is_finished),
+            )
             .finish_non_exhaustive()
     }
 }

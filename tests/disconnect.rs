@@ -32,10 +32,16 @@ fn pattern(len: usize) -> Vec<u8> {
 
 /// Waits for `flag` at most `limit`; `true` if it was set.
 async fn set_within(flag: &async_fence::Flag, limit: Duration) -> bool {
-    future::or(async { flag.wait().await; true }, async {
-        Timer::after(limit).await;
-        false
-    })
+    future::or(
+        async {
+            flag.wait().await;
+            true
+        },
+        async {
+            Timer::after(limit).await;
+            false
+        },
+    )
     .await
 }
 

@@ -55,7 +55,10 @@ async fn handle(
         })
         .await;
     events
-        .send(format!("fenced {path}: {:?}", fenced.as_ref().map_err(|c| c.to_string())))
+        .send(format!(
+            "fenced {path}: {:?}",
+            fenced.as_ref().map_err(|c| c.to_string())
+        ))
         .await
         .unwrap();
     // Unfenced: runs to its end whatever happened to the client.
@@ -63,7 +66,12 @@ async fn handle(
         Ok(collected) => Ok(collected.to_bytes().len()),
         Err(e) => Err(e.to_string()),
     };
-    Timer::after(if path == "/fast" { Duration::ZERO } else { UNFENCED }).await;
+    Timer::after(if path == "/fast" {
+        Duration::ZERO
+    } else {
+        UNFENCED
+    })
+    .await;
     events.send(format!("saved {path}")).await.unwrap();
     let text = fenced.clone().unwrap_or("cancelled");
     reports.send(Report { path, fenced, body }).await.unwrap();
@@ -94,7 +102,10 @@ fn start(ex: &Arc<Executor<'static>>) -> Server {
             cx.executor()
                 .spawn(async move {
                     let result = conn.await;
-                    events.send(format!("closed: {}", result.is_ok())).await.unwrap();
+                    events
+                        .send(format!("closed: {}", result.is_ok()))
+                        .await
+                        .unwrap();
                 })
                 .detach();
         }
@@ -259,7 +270,9 @@ fn server_example_logs_why_requests_were_cancelled_and_shuts_down_on_sigint() {
     let limit = Duration::from_secs(60);
     let mut server = Running::start("server", &["--port", "0", "--work", "60s"]);
     let listening = server.wait_for("listening on http://", limit);
-    let addr = listening.trim_start_matches("listening on http://").to_owned();
+    let addr = listening
+        .trim_start_matches("listening on http://")
+        .to_owned();
 
     // A client that hangs up: the log says "disconnect", and the audit log is still written.
     let mut client = TcpStream::connect(&addr).unwrap();
@@ -288,7 +301,10 @@ fn server_example_logs_why_requests_were_cancelled_and_shuts_down_on_sigint() {
         response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
         "{response}"
     );
-    assert!(response.ends_with("\r\n\r\nreceived SIGINT\n"), "{response}");
+    assert!(
+        response.ends_with("\r\n\r\nreceived SIGINT\n"),
+        "{response}"
+    );
 
     let (status, lines) = server.finish(limit);
     assert_eq!(status.code(), Some(0), "{lines:?}");
@@ -304,5 +320,8 @@ fn server_example_logs_why_requests_were_cancelled_and_shuts_down_on_sigint() {
         .iter()
         .find(|l| l.starts_with("GET /generate?prompt=late: cancelled after "))
         .unwrap_or_else(|| panic!("{lines:?}"));
-    assert!(cancelled.ends_with(": received SIGINT (shutdown)"), "{cancelled}");
+    assert!(
+        cancelled.ends_with(": received SIGINT (shutdown)"),
+        "{cancelled}"
+    );
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_executor::Executor;
-use async_fence::{on_flag, Shutdown, ReasonKind};
+use async_fence::{on_flag, ReasonKind, Shutdown};
 use async_io::Timer;
 use async_signal::Signal;
 use futures_lite::future;
@@ -50,7 +50,9 @@ fn first_signal_cancels_with_kind_signal_and_its_name() {
             let fencing = on_flag(shutdown.flag(), "shutdown");
             assert!(fencing.run(async {}).await.is_ok());
             raise("USR1");
-            let err = bounded(fencing.run(future::pending::<()>())).await.unwrap_err();
+            let err = bounded(fencing.run(future::pending::<()>()))
+                .await
+                .unwrap_err();
             assert_eq!(err.reasons().len(), 1);
             let reason = &err.reasons()[0];
             assert_eq!(reason.kind(), ReasonKind::Signal);
@@ -77,7 +79,10 @@ fn later_signals_are_handed_to_the_program_in_order() {
             raise("USR2");
             assert_eq!(bounded(shutdown.next_signal()).await.unwrap(), Signal::Usr2);
             raise("WINCH");
-            assert_eq!(bounded(shutdown.next_signal()).await.unwrap(), Signal::Winch);
+            assert_eq!(
+                bounded(shutdown.next_signal()).await.unwrap(),
+                Signal::Winch
+            );
             // The first one is still what the flag says.
             assert_eq!(shutdown.signal(), Some(Signal::Winch));
         })
@@ -98,7 +103,10 @@ fn next_signal_before_the_first_waits_for_the_one_after_it() {
             // ...the next one is.
             raise("URG");
             assert_eq!(bounded(second).await.unwrap(), Signal::Urg);
-            assert_eq!(shutdown.flag().message().as_deref(), Some("received SIGURG"));
+            assert_eq!(
+                shutdown.flag().message().as_deref(),
+                Some("received SIGURG")
+            );
         })
     });
 }
@@ -150,19 +158,36 @@ const LIMIT: Duration = Duration::from_secs(60);
 fn crawl_sigint_stops_new_pages_lets_pages_in_flight_finish_and_exits_130() {
     let mut crawl = Running::start(
         "crawl",
-        &["--pages", "40", "--jobs", "4", "--budget", "60s", "--page-time", "200ms", "--slow", "60s"],
+        &[
+            "--pages",
+            "40",
+            "--jobs",
+            "4",
+            "--budget",
+            "60s",
+            "--page-time",
+            "200ms",
+            "--slow",
+            "60s",
+        ],
     );
     crawl.wait_for(START, LIMIT);
     crawl.signal("INT");
     let stopping = crawl.wait_for("stopping: ", LIMIT);
-    assert!(stopping.starts_with("stopping: received SIGINT; waiting for "), "{stopping}");
+    assert!(
+        stopping.starts_with("stopping: received SIGINT; waiting for "),
+        "{stopping}"
+    );
     let (status, lines) = crawl.finish(LIMIT);
     assert_eq!(status.code(), Some(130), "{lines:?}");
     let done = finished(&lines);
     // Nothing was cancelled: the pages in flight finished, the others never started.
     assert_eq!(
         stopped_lines(&lines),
-        [(40 - done, "never started (shutdown: received SIGINT)".to_owned())],
+        [(
+            40 - done,
+            "never started (shutdown: received SIGINT)".to_owned()
+        )],
         "{lines:?}"
     );
 }
@@ -171,14 +196,28 @@ fn crawl_sigint_stops_new_pages_lets_pages_in_flight_finish_and_exits_130() {
 fn crawl_second_sigint_cancels_pages_in_flight() {
     let mut crawl = Running::start(
         "crawl",
-        &["--pages", "40", "--jobs", "4", "--budget", "60s", "--page-time", "20s", "--slow", "60s"],
+        &[
+            "--pages",
+            "40",
+            "--jobs",
+            "4",
+            "--budget",
+            "60s",
+            "--page-time",
+            "20s",
+            "--slow",
+            "60s",
+        ],
     );
     crawl.wait_for(START, LIMIT);
     // Let the first four pages start (they take 10 s or more).
     std::thread::sleep(Duration::from_millis(300));
     crawl.signal("INT");
     let stopping = crawl.wait_for("stopping: ", LIMIT);
-    assert!(stopping.contains("waiting for 4 pages in flight"), "{stopping}");
+    assert!(
+        stopping.contains("waiting for 4 pages in flight"),
+        "{stopping}"
+    );
     crawl.signal("INT");
     let (status, lines) = crawl.finish(Duration::from_secs(10));
     assert_eq!(status.code(), Some(130), "{lines:?}");
@@ -186,7 +225,10 @@ fn crawl_second_sigint_cancels_pages_in_flight() {
     assert_eq!(
         stopped_lines(&lines),
         [
-            (4, "cancelled in flight (force: received SIGINT again)".to_owned()),
+            (
+                4,
+                "cancelled in flight (force: received SIGINT again)".to_owned()
+            ),
             (36, "never started (shutdown: received SIGINT)".to_owned()),
         ],
         "{lines:?}"
@@ -197,14 +239,27 @@ fn crawl_second_sigint_cancels_pages_in_flight() {
 fn crawl_sigterm_exits_143_naming_sigterm() {
     let mut crawl = Running::start(
         "crawl",
-        &["--pages", "40", "--jobs", "4", "--budget", "60s", "--page-time", "100ms", "--slow", "60s"],
+        &[
+            "--pages",
+            "40",
+            "--jobs",
+            "4",
+            "--budget",
+            "60s",
+            "--page-time",
+            "100ms",
+            "--slow",
+            "60s",
+        ],
     );
     crawl.wait_for(START, LIMIT);
     crawl.signal("TERM");
     let (status, lines) = crawl.finish(LIMIT);
     assert_eq!(status.code(), Some(143), "{lines:?}");
     assert!(
-        lines.iter().any(|l| l.starts_with("stopping: received SIGTERM;")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("stopping: received SIGTERM;")),
         "{lines:?}"
     );
 }
@@ -213,14 +268,29 @@ fn crawl_sigterm_exits_143_naming_sigterm() {
 fn crawl_out_of_budget_exits_0_with_every_reason_counted() {
     let crawl = Running::start(
         "crawl",
-        &["--pages", "40", "--jobs", "4", "--budget", "500ms", "--page-time", "100ms", "--slow", "300ms"],
+        &[
+            "--pages",
+            "40",
+            "--jobs",
+            "4",
+            "--budget",
+            "500ms",
+            "--page-time",
+            "100ms",
+            "--slow",
+            "300ms",
+        ],
     );
     let (status, lines) = crawl.finish(LIMIT);
     assert_eq!(status.code(), Some(0), "{lines:?}");
     let done = finished(&lines);
     assert!(done > 0 && done < 40, "{lines:?}");
     let stopped = stopped_lines(&lines);
-    assert_eq!(stopped.iter().map(|(n, _)| n).sum::<usize>(), 40 - done, "{lines:?}");
+    assert_eq!(
+        stopped.iter().map(|(n, _)| n).sum::<usize>(),
+        40 - done,
+        "{lines:?}"
+    );
     // 40 pages of 50 to 400 ms, 4 at a time, cannot all start within 500 ms.
     assert!(
         stopped

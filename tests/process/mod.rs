@@ -108,10 +108,16 @@ impl Running {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    panic!("no line with {needle:?} within {limit:?}; saw {:?}", self.seen)
+                    panic!(
+                        "no line with {needle:?} within {limit:?}; saw {:?}",
+                        self.seen
+                    )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    panic!("the example ended without a line with {needle:?}; saw {:?}", self.seen)
+                    panic!(
+                        "the example ended without a line with {needle:?}; saw {:?}",
+                        self.seen
+                    )
                 }
             }
         }
@@ -137,7 +143,10 @@ impl Running {
             }
             if Instant::now() >= deadline {
                 let _ = self.child.kill();
-                panic!("the example did not exit within {limit:?}; saw {:?}", self.seen);
+                panic!(
+                    "the example did not exit within {limit:?}; saw {:?}",
+                    self.seen
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         };
