@@ -127,13 +127,15 @@ async fn crawl(ex: Arc<Executor<'static>>, args: Args) -> ExitCode {
                         let _ = slots.send(()).await;
                         let (pages, bar, free) = (pages.clone(), bar.clone(), free.clone());
                         let page = fetch_and_save(cx.clone(), index, args.page_time, args.slow);
-                        let _ = cx.spawn(async move {
+                        // The scope owns the page task: no need to keep its handle.
+                        cx.spawn(async move {
                             set(&pages, index, Page::Running);
                             let outcome = page.await;
                             set(&pages, index, outcome);
                             bar.inc(1);
                             let _ = free.recv().await;
-                        });
+                        })
+                        .detach();
                     }
                 };
                 if let Err(stopped) = on_flag(&stop, "shutdown").run(dispatch).await {

@@ -128,7 +128,7 @@ fn run(f: impl FnOnce(Arc<Executor<'static>>) -> future::Boxed<()>) {
     };
     future::block_on(ex.run(f(ex.clone())));
     drop(stop);
-    helper.join().unwrap();
+    let _stopped = helper.join().unwrap();
 }
 
 /// Receives from `rx` within a generous bound.
