@@ -207,12 +207,7 @@ impl Shared {
         state & CANCELLED == 0
             && self
                 .state
-                .compare_exchange(
-                    state,
-                    state | FINISHED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(state, state | FINISHED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
     }
 }
@@ -784,8 +779,8 @@ where
                     }
                     // Look again after registering: a cancel or the last child may have
                     // come in between (no lost wake-up).
-                    let joined = *this.phase == Phase::Joining
-                        && shared.live.load(Ordering::Acquire) == 0;
+                    let joined =
+                        *this.phase == Phase::Joining && shared.live.load(Ordering::Acquire) == 0;
                     if shared.is_cancelled() || joined {
                         continue;
                     }
