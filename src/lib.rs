@@ -101,11 +101,11 @@
 //!   `async_io::Async<TcpStream>` and sets a [`Flag`] with kind [`ReasonKind::Disconnect`]
 //!   when the peer closes or resets the connection, while the application still reads every
 //!   byte the peer sent.
-//! - **Signals** (feature `signal`): [`Shutdown`] turns SIGINT, SIGTERM or any
+//! - **Signals** (feature `signal`): `Shutdown` turns SIGINT, SIGTERM or any
 //!   `async_signal::Signal` into a shutdown flag (kind [`ReasonKind::Signal`], message
 //!   `"received SIGINT"`) that a CLI binds once at `main`, and hands later signals to the
 //!   program so that a second Ctrl-C can force the exit.
-//! - **hyper** (feature `hyper`): [`FencedService`] and [`serve_connection`] run each hyper 1.x
+//! - **hyper** (feature `hyper`): `FencedService` and `serve_connection` run each hyper 1.x
 //!   handler with a `Cx` whose fencing holds the client's disconnect (code `"disconnect"`):
 //!   the fenced parts of the handler are cancelled when the client goes away, the rest still
 //!   runs to its end.
@@ -118,10 +118,10 @@
 //!
 //! The core needs only async-io, async-executor, event-listener and futures-lite.
 //!
-//! - `signal`: [`Shutdown`], [`shutdown_on`] and [`signal_name`], on async-signal. Unix
+//! - `signal`: `Shutdown`, `shutdown_on` and `signal_name`, on async-signal. Unix
 //!   signals; on Windows async-signal supports only Ctrl-C (`Signal::Int`). async-signal
 //!   needs Rust 1.85.
-//! - `hyper`: [`FencedService`], [`Respond`], [`serve_connection`] and hyper's `Read` and
+//! - `hyper`: `FencedService`, `Respond`, `serve_connection` and hyper's `Read` and
 //!   `Write` for [`WatchedStream`], on hyper 1.x (`server`, `http1`) with no adapter crate.
 //!   hyper itself depends on tokio's `sync` module (no tokio runtime is used).
 

@@ -249,6 +249,12 @@ impl<T, E> fmt::Debug for Respond<T, E> {
 /// Await the returned connection (or spawn it) to serve; it resolves when the client closes
 /// the connection or it fails.
 ///
+/// # Cancel safety
+///
+/// Dropping the connection closes the socket and drops the response of the request in
+/// flight: as with a client that went away, that handler's fences see a disconnect and the
+/// handler runs on to its end.
+///
 /// # Examples
 ///
 /// ```

@@ -310,3 +310,30 @@ fn crawl_out_of_budget_exits_0_with_every_reason_counted() {
         );
     }
 }
+
+#[test]
+fn crawl_with_default_arguments_exits_by_itself() {
+    let crawl = Running::start("crawl", &[]);
+    let (status, lines) = crawl.finish(LIMIT);
+    assert_eq!(status.code(), Some(0), "{lines:?}");
+    assert!(
+        lines[0].starts_with("crawling 60 pages, 8 at a time, budget 3s"),
+        "{lines:?}"
+    );
+    let done = finished(&lines);
+    let stopped: usize = stopped_lines(&lines).iter().map(|(n, _)| n).sum();
+    assert_eq!(done + stopped, 60, "{lines:?}");
+}
+
+#[test]
+fn crawl_rejects_bad_arguments_with_exit_code_2() {
+    for args in [
+        &["--pages"][..],
+        &["--budget", "soon"],
+        &["--frobnicate", "1"],
+    ] {
+        let (status, lines) = Running::start("crawl", args).finish(LIMIT);
+        assert_eq!(status.code(), Some(2), "{args:?}");
+        assert!(lines.is_empty(), "{lines:?}");
+    }
+}
