@@ -230,6 +230,43 @@ fn hanging_up_mid_body_cancels_fenced_work_while_the_body_is_unread() {
     });
 }
 
+#[test]
+fn dropped_response_is_a_disconnect_and_the_handler_runs_on() {
+    run(|ex| {
+        Box::pin(async move {
+            let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+            let mut client = TcpStream::connect(listener.get_ref().local_addr().unwrap()).unwrap();
+            client
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+                .unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            let (event_tx, events) = async_channel::unbounded();
+            let (report_tx, reports) = async_channel::unbounded();
+            let handler = move |cx: Cx, req| handle(cx, req, event_tx.clone(), report_tx.clone());
+            let conn = ex.spawn(serve_connection(&Cx::new(ex.clone()), socket, handler));
+            assert_eq!(recv(&events).await, "started /slow");
+
+            // The server drops the connection (and so hyper's response future) while the
+            // client is still there: the response can no longer reach it.
+            drop(conn);
+            let report = recv(&reports).await;
+            let err = report.fenced.unwrap_err();
+            assert_eq!(err.reasons().len(), 1, "{err:?}");
+            let reason = &err.reasons()[0];
+            assert_eq!(reason.kind(), ReasonKind::Disconnect);
+            assert_eq!(reason.code(), &"disconnect");
+            assert_eq!(
+                reason.message(),
+                "client went away before the response was sent"
+            );
+            // The client sees the connection closed, without a response.
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty());
+        })
+    });
+}
+
 fn curl_installed() -> bool {
     std::process::Command::new("curl")
         .arg("--version")

@@ -211,7 +211,7 @@ fn crawl_second_sigint_cancels_pages_in_flight() {
     );
     crawl.wait_for(START, LIMIT);
     // Let the first four pages start (they take 10 s or more).
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(500));
     crawl.signal("INT");
     let stopping = crawl.wait_for("stopping: ", LIMIT);
     assert!(
