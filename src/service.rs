@@ -48,7 +48,10 @@ const RESPONSE_DROPPED: &str = "client went away before the response was sent";
 /// response before the handler finished (hyper does when it finds the connection closed):
 /// then the flag is set with the message `"client went away before the response was sent"`.
 /// One flag serves one connection: with HTTP/1, a dropped response means the connection is
-/// gone.
+/// gone. What the socket watcher detects, and its limits, are listed under
+/// [`WatchedStream`]: in short, a close or reset is seen while the handler is busy, except
+/// behind more than [`READ_AHEAD`](crate::READ_AHEAD) bytes of request body that the handler
+/// has not read yet.
 ///
 /// A panic in the handler resumes where hyper polls the response, as without the wrapper.
 ///
