@@ -95,9 +95,35 @@
 //!     empty fencings, flags set twice, cancels after completion and spawns on finished scopes
 //!     all have the documented outcome above.
 //!
+//! # Real programs
+//!
+//! - **Client disconnects** (always on): a [`WatchedStream`] wraps an
+//!   `async_io::Async<TcpStream>` and sets a [`Flag`] with kind [`ReasonKind::Disconnect`]
+//!   when the peer closes or resets the connection, while the application still reads every
+//!   byte the peer sent.
+//! - **Signals** (feature `signal`): `Shutdown` turns SIGINT, SIGTERM or any
+//!   `async_signal::Signal` into a shutdown flag (kind [`ReasonKind::Signal`], message
+//!   `"received SIGINT"`) that a CLI binds once at `main`, and hands later signals to the
+//!   program so that a second Ctrl-C can force the exit.
+//! - **hyper** (feature `hyper`): `FencedService` and `serve_connection` run each hyper 1.x
+//!   handler with a `Cx` whose fencing holds the client's disconnect (code `"disconnect"`):
+//!   the fenced parts of the handler are cancelled when the client goes away, the rest still
+//!   runs to its end.
+//!
+//! The examples are programs to run: `examples/crawl.rs` (a CLI with a progress bar, a time
+//! budget and Ctrl-C) and `examples/server.rs` (a hyper server that logs why requests were
+//! cancelled).
+//!
 //! # Features
 //!
-//! None yet; the core needs only async-io, async-executor, event-listener and futures-lite.
+//! The core needs only async-io, async-executor, event-listener and futures-lite.
+//!
+//! - `signal`: `Shutdown`, `shutdown_on` and `signal_name`, on async-signal. Unix
+//!   signals; on Windows async-signal supports only Ctrl-C (`Signal::Int`). async-signal
+//!   needs Rust 1.85.
+//! - `hyper`: `FencedService`, `Respond`, `serve_connection` and hyper's `Read` and
+//!   `Write` for [`WatchedStream`], on hyper 1.x (`server`, `http1`) with no adapter crate.
+//!   hyper itself depends on tokio's `sync` module (no tokio runtime is used).
 
 #![forbid(unsafe_code)]
 #![warn(
@@ -109,19 +135,29 @@
 
 mod child;
 mod cx;
+mod disconnect;
 mod fencing;
 mod flag;
 mod reason;
 mod scope;
+#[cfg(feature = "hyper")]
+mod service;
+#[cfg(feature = "signal")]
+mod signal;
 mod sync;
 mod trigger;
 
 pub use child::Child;
 pub use cx::Cx;
+pub use disconnect::{WatchedStream, READ_AHEAD};
 pub use fencing::{on_deadline, on_flag, on_timeout, Fencing, Run};
 pub use flag::{Flag, Wait};
 pub use reason::{Cancelled, Code, Reason, ReasonKind};
 pub use scope::{Fence, Scope};
+#[cfg(feature = "hyper")]
+pub use service::{serve_connection, FencedService, Respond, DISCONNECT};
+#[cfg(feature = "signal")]
+pub use signal::{shutdown_on, signal_name, NextSignal, Shutdown};
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
