@@ -19,12 +19,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_executor::Task;
+use async_task::Task;
 use pin_project_lite::pin_project;
 
 use crate::reason::{internal, Cancelled};
 use crate::scope::Frame;
-use crate::sync::{AtomicU8, Ordering, WakerSlot};
+use crate::sync::{AtomicU8, Executor, Ordering, WakerSlot};
 use crate::trigger::Panic;
 
 const BY_SCOPE: u8 = 1;
@@ -145,19 +145,19 @@ impl<F: Future> Future for Guarded<F> {
 
 /// Invariant 3: where a caught panic goes, and what the child reports.
 fn report<T>(owner: &Option<Owner>, panic: Panic) -> Outcome<T> {
-        match owner.as_ref() {
-            Some(owner) => {
-                let reason = internal::panicked("child", &*panic);
-                owner.frame.fail(panic, "child");
-                Outcome::Cancelled(Cancelled::new(reason))
-            }
-            None => Outcome::Panicked(panic),
+    match owner.as_ref() {
+        Some(owner) => {
+            let reason = internal::panicked("child", &*panic);
+            owner.frame.fail(panic, "child");
+            Outcome::Cancelled(Cancelled::new(reason))
         }
+        None => Outcome::Panicked(panic),
+    }
 }
 
 /// Spawns `fut` on `cx`'s executor as a child of `owner`'s scope (or as a root task).
 pub(crate) fn spawn<T, F>(
-    executor: &async_executor::Executor<'static>,
+    executor: &Executor<'static>,
     frame: Option<&Arc<Frame>>,
     fut: F,
 ) -> Child<T>
@@ -176,7 +176,7 @@ where
             None => {
                 // Cancelled or finished: the child is cancelled at once, `fut` never runs.
                 return Child {
-                    state: State::Refused(Some(frame.child_error())),
+                    state: State::Refused(Some(frame.refusal())),
                     ctl,
                     owned: false,
                 };

@@ -205,9 +205,10 @@ impl Fencing {
     /// ```
     pub fn flag(&self, flag: &Flag, code: impl Into<Code>) -> Fencing {
         let code = code.into();
-        let already = self.triggers().iter().any(
-            |t| matches!(t, Trigger::Flag { flag: f, code: c } if f.same(flag) && *c == code),
-        );
+        let already = self
+            .triggers()
+            .iter()
+            .any(|t| matches!(t, Trigger::Flag { flag: f, code: c } if f.same(flag) && *c == code));
         if already {
             return self.clone();
         }

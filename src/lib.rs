@@ -123,6 +123,15 @@ pub use flag::{Flag, Wait};
 pub use reason::{Cancelled, Code, Reason, ReasonKind};
 pub use scope::{Fence, Scope};
 
+/// What the model tests of `tests/loom.rs` need that the public API does not give: the
+/// run-by-hand executor that stands in for async-executor under `--cfg loom`. Not part of the
+/// API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::sync::model::Executor;
+}
+
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

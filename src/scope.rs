@@ -207,12 +207,7 @@ impl Shared {
         state & CANCELLED == 0
             && self
                 .state
-                .compare_exchange(
-                    state,
-                    state | FINISHED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(state, state | FINISHED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
     }
 }
@@ -264,18 +259,26 @@ impl Frame {
             .unwrap_or_default()
     }
 
-    /// Why a child of this scope was stopped by its scope.
+    /// Why a child of this scope was stopped by its scope: the reasons of the cancelled scope,
+    /// or else `scope-dropped` (a scope that is not cancelled stops its children only when its
+    /// fence is dropped before it returned).
     pub(crate) fn child_error(&self) -> Cancelled {
+        self.error_or(internal::scope_dropped)
+    }
+
+    /// Why a spawn on this scope was refused: the reasons of the cancelled scope, or else
+    /// `scope-finished` (the scope is not cancelled, so it has finished).
+    pub(crate) fn refusal(&self) -> Cancelled {
+        self.error_or(internal::scope_finished)
+    }
+
+    fn error_or(&self, otherwise: fn() -> Reason) -> Cancelled {
         let reasons = self.reasons();
-        if !reasons.is_empty() {
-            return Cancelled::from_reasons(reasons);
-        }
-        let finished = self.shared.state() & FINISHED != 0;
-        Cancelled::new(if finished {
-            internal::scope_dropped()
+        if reasons.is_empty() {
+            Cancelled::new(otherwise())
         } else {
-            internal::scope_finished()
-        })
+            Cancelled::from_reasons(reasons)
+        }
     }
 
     /// Adds a child: `Some(key)` with `live` raised along the chain, or `None` if the scope
@@ -784,8 +787,8 @@ where
                     }
                     // Look again after registering: a cancel or the last child may have
                     // come in between (no lost wake-up).
-                    let joined = *this.phase == Phase::Joining
-                        && shared.live.load(Ordering::Acquire) == 0;
+                    let joined =
+                        *this.phase == Phase::Joining && shared.live.load(Ordering::Acquire) == 0;
                     if shared.is_cancelled() || joined {
                         continue;
                     }

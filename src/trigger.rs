@@ -18,12 +18,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_io::Timer;
 use event_listener::EventListener;
 use futures_lite::future::Future;
 
 use crate::fencing::{anchor_at, Due, Fencing, MessageFuture, Trigger};
 use crate::reason::Reason;
+use crate::sync::Timer;
 
 /// A panic payload caught while polling a custom trigger.
 pub(crate) type Panic = Box<dyn Any + Send>;
@@ -206,7 +206,11 @@ impl Armed {
     ///
     /// Used to look at an enclosing scope's triggers from inside (rule 5). Custom triggers are
     /// not polled here: they belong to the scope that armed them.
-    pub(crate) fn would_fire(fencing: &Fencing, deadline: Option<Instant>, now: &mut LazyNow) -> bool {
+    pub(crate) fn would_fire(
+        fencing: &Fencing,
+        deadline: Option<Instant>,
+        now: &mut LazyNow,
+    ) -> bool {
         let flags = fencing
             .triggers()
             .iter()
