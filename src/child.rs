@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use async_task::Task;
 use pin_project_lite::pin_project;
 
+use crate::instrument::{Kind, Token};
 use crate::reason::{internal, Cancelled};
 use crate::scope::Frame;
 use crate::sync::{AtomicU8, Executor, Ordering, WakerSlot};
@@ -75,6 +76,7 @@ pin_project! {
         fut: Option<F>,
         ctl: Arc<Ctl>,
         owner: Option<Owner>,
+        live: Token,
     }
 
     impl<F> PinnedDrop for Guarded<F> {
@@ -188,6 +190,7 @@ where
         fut: Some(fut),
         ctl: ctl.clone(),
         owner,
+        live: Token::new(Kind::Child),
     });
     Child {
         state: State::Task(Some(task)),

@@ -111,6 +111,7 @@ mod child;
 mod cx;
 mod fencing;
 mod flag;
+mod instrument;
 mod reason;
 mod scope;
 mod sync;
@@ -122,6 +123,15 @@ pub use fencing::{on_deadline, on_flag, on_timeout, Fencing, Run};
 pub use flag::{Flag, Wait};
 pub use reason::{Cancelled, Code, Reason, ReasonKind};
 pub use scope::{Fence, Scope};
+
+/// Live counts of timers, flag listeners, entered scopes and child futures, for the crate's
+/// own leak tests (`tests/common`). Not part of the API; exists only with the hidden
+/// `__instrument` feature.
+#[cfg(feature = "__instrument")]
+#[doc(hidden)]
+pub mod __instrument {
+    pub use crate::instrument::{live, LiveCounts};
+}
 
 /// What the model tests of `tests/loom.rs` need that the public API does not give: the
 /// run-by-hand executor that stands in for async-executor under `--cfg loom`. Not part of the

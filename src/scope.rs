@@ -45,6 +45,7 @@ use slab::Slab;
 use crate::child::Ctl;
 use crate::cx::Cx;
 use crate::fencing::Fencing;
+use crate::instrument::{Kind, Token};
 use crate::reason::{internal, push_unique, Cancelled, Reason};
 use crate::sync::{lock, AtomicU8, AtomicUsize, Mutex, Ordering, WakerSlot};
 use crate::trigger::{Armed, LazyNow, Panic};
@@ -217,6 +218,7 @@ pub(crate) struct Frame {
     shared: Arc<Shared>,
     parent: Option<Arc<Frame>>,
     deadline: Option<Instant>,
+    _live: Token,
 }
 
 /// What a scope finds when it looks at its ancestors (invariant 7).
@@ -668,6 +670,7 @@ where
                         shared: this.shared.clone(),
                         parent,
                         deadline: armed.deadline(),
+                        _live: Token::new(Kind::Frame),
                     });
                     if let Some(parent) = &frame.parent {
                         *this.parent_key = parent
