@@ -10,10 +10,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_fence::{on_timeout, Fencing, Flag};
-use common::{hold_forever, panic_message, quiet_expected_panics, run, Live};
+use common::{hold_forever, no_leaks, panic_message, quiet_expected_panics, run, Live};
 use futures_lite::future::pending;
 
-/// Runs `f` under `run`, which must fail; returns its panic message.
+/// Runs `f` under `run`, which must fail; returns its panic message. The caller wraps this in
+/// `no_leaks` and drops what it kept inside, so the next test starts clean.
 fn must_fail<F: FnOnce(async_fence::Cx) -> Fut, Fut: std::future::Future<Output = ()>>(
     f: F,
 ) -> String {
@@ -29,35 +30,39 @@ fn poll_once<F: std::future::Future + ?Sized>(fut: Pin<&mut F>) -> Poll<F::Outpu
 #[test]
 fn a_kept_flag_listener_fails_the_test() {
     quiet_expected_panics();
-    let kept = Arc::new(Mutex::new(None));
-    let k = kept.clone();
-    let message = must_fail(|_| async move {
-        let flag = Flag::new();
-        let mut wait = Box::pin(flag.wait());
-        assert!(poll_once(wait.as_mut()).is_pending());
-        *k.lock().unwrap() = Some(wait);
+    no_leaks(|| {
+        let kept = Arc::new(Mutex::new(None));
+        let k = kept.clone();
+        let message = must_fail(|_| async move {
+            let flag = Flag::new();
+            let mut wait = Box::pin(flag.wait());
+            assert!(poll_once(wait.as_mut()).is_pending());
+            *k.lock().unwrap() = Some(wait);
+        });
+        assert!(message.contains("leaked"), "{message}");
+        assert!(message.contains("listeners: 1"), "{message}");
+        drop(kept);
     });
-    assert!(message.contains("leaked"), "{message}");
-    assert!(message.contains("listeners: 1"), "{message}");
-    drop(kept);
 }
 
 #[test]
 fn a_kept_timer_and_scope_fail_the_test() {
     quiet_expected_panics();
-    let kept = Arc::new(Mutex::new(None));
-    let k = kept.clone();
-    let message = must_fail(|cx| async move {
-        let scope = Arc::new(on_timeout(Duration::from_secs(3600), "later").scope());
-        let s = scope.clone();
-        let mut fence: Pin<Box<dyn std::future::Future<Output = _> + Send>> =
-            Box::pin(async move { s.fence(&cx, |_| pending::<()>()).await });
-        assert!(poll_once(fence.as_mut()).is_pending());
-        *k.lock().unwrap() = Some(fence);
+    no_leaks(|| {
+        let kept = Arc::new(Mutex::new(None));
+        let k = kept.clone();
+        let message = must_fail(|cx| async move {
+            let scope = Arc::new(on_timeout(Duration::from_secs(3600), "later").scope());
+            let s = scope.clone();
+            let mut fence: Pin<Box<dyn std::future::Future<Output = _> + Send>> =
+                Box::pin(async move { s.fence(&cx, |_| pending::<()>()).await });
+            assert!(poll_once(fence.as_mut()).is_pending());
+            *k.lock().unwrap() = Some(fence);
+        });
+        assert!(message.contains("timers: 1"), "{message}");
+        assert!(message.contains("frames: 1"), "{message}");
+        drop(kept);
     });
-    assert!(message.contains("timers: 1"), "{message}");
-    assert!(message.contains("frames: 1"), "{message}");
-    drop(kept);
 }
 
 #[test]

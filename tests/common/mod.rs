@@ -19,13 +19,32 @@ use async_fence::Cx;
 /// Serialises the leak-checked tests of one binary.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> MutexGuard<'static, ()> {
+thread_local! {
+    /// Whether this thread holds `SERIAL` already (the helpers nest).
+    static HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Holds `SERIAL` unless this thread does already.
+struct Serial(Option<MutexGuard<'static, ()>>);
+
+fn serial() -> Serial {
+    if HELD.with(|held| held.replace(true)) {
+        return Serial(None);
+    }
     // A test that failed while holding the lock poisons it; the next one may still run.
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    Serial(Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner())))
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        if self.0.is_some() {
+            HELD.with(|held| held.set(false));
+        }
+    }
 }
 
 /// Runs `f` and fails if a timer, a listener, a scope frame or a child future made while it
-/// ran is still alive afterwards.
+/// ran is still alive afterwards. Nests: an inner check compares against its own start.
 ///
 /// Tests of the same binary that do not use these helpers may run at the same time and come
 /// and go with their own timers; so a difference is given a little while to settle before it
