@@ -226,7 +226,10 @@ impl Fencing {
     /// is dropped when the scope ends.
     ///
     /// If the future panics, the scope is torn down like for any other panic inside it and
-    /// the panic resumes from [`Scope::fence`] (or from [`run`](Fencing::run)).
+    /// the panic resumes from [`Scope::fence`] (or from [`run`](Fencing::run), at once): the
+    /// scope's reason is kind [`ReasonKind::Failed`], code `"panic"`, message
+    /// `"trigger panicked: …"`; a panic at entry means the body is never polled. The future is
+    /// not polled again after it panicked.
     ///
     /// # Examples
     ///

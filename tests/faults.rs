@@ -294,21 +294,3 @@ fn body_that_blocks_then_yields_is_cancelled_at_that_yield() {
         );
     });
 }
-
-#[test]
-fn spawn_on_a_finished_scope_is_refused_with_scope_finished() {
-    run(|cx| async move {
-        let live = Live::default();
-        let scope = Fencing::new().scope();
-        let body_cx = scope.fence(&cx, |cx| async move { cx }).await.unwrap();
-        let guard = live.track();
-        let child = body_cx.spawn(async move {
-            let _guard = guard;
-            1
-        });
-        assert_eq!(live.count(), 0, "a refused child's future was kept");
-        let err = within(LIMIT, child).await.unwrap_err();
-        assert!(err.cancelled_by("scope-finished"), "{err:?}");
-        assert_eq!(err.reasons()[0].kind(), ReasonKind::Manual);
-    });
-}
