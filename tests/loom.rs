@@ -373,6 +373,48 @@ fn spawn_racing_ok_finish_is_joined_or_refused() {
     });
 }
 
+/// Cancel of an outer scope races an inner fence in its body (rule 5): the outer scope owns
+/// the cancellation whenever it lands, the inner fence never returns `Err` for it, and the
+/// code between the scopes never runs.
+#[test]
+fn cancel_racing_an_inner_fence_is_owned_by_the_outer_scope() {
+    model(|| {
+        let (_ex, cx) = root();
+        let between = Live::default();
+        let outer = Arc::new(Fencing::new().scope());
+        let canceller = outer.clone();
+        let gate = Arc::new(AtomicUsize::new(0));
+        let (b, g) = (between.clone(), gate.clone());
+        let t = thread::spawn(move || canceller.cancel(manual("stop")));
+        let result = block_on(outer.fence(&cx, move |cx| async move {
+            let inner = Fencing::new().scope();
+            let r = inner
+                .fence(&cx, move |_| {
+                    std::future::poll_fn(move |cx| {
+                        // Ends on its second poll, so the cancel can land on either side.
+                        if g.fetch_add(1, Ordering::SeqCst) == 1 {
+                            Poll::Ready(())
+                        } else {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                    })
+                })
+                .await;
+            if r.is_err() {
+                std::mem::forget(b.track()); // an inner Err reached the code between
+            }
+            r
+        }));
+        t.join().unwrap();
+        match result {
+            Ok(inner) => assert_eq!(inner, Ok(())),
+            Err(err) => assert_eq!(codes(&err), ["stop"]),
+        }
+        assert_eq!(between.count(), 0, "an inner fence returned Err for the outer cancel");
+    });
+}
+
 /// `Child::cancel` from another thread races the child's completion: the handle gives `Ok` or
 /// `Err(child-cancelled)`, never both, and the future is gone either way.
 #[test]

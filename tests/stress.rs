@@ -76,6 +76,8 @@ struct Plan {
 
 #[derive(Debug)]
 struct NestedPlan {
+    /// Entered inside a child task of the outer scope rather than in its body.
+    in_child: bool,
     flag_remote: bool,
     zero_timeout: bool,
     children: u8,
@@ -93,6 +95,7 @@ impl Plan {
             body_yields: rng.u8(..3),
             children: Vec::new(),
             nested: (rng.u8(..100) < 15).then(|| NestedPlan {
+                in_child: rng.bool(),
                 flag_remote: rng.bool(),
                 zero_timeout: rng.u8(..100) < 20,
                 children: rng.u8(..3),
@@ -301,7 +304,18 @@ async fn one_scope(
             }
         }
         if let Some(nested) = &p.nested {
-            nested_scope(&cx, nested, &l, &j, inner_spins, &t).await;
+            if nested.in_child {
+                let (p, l, j, t, child_cx) =
+                    (p.clone(), l.clone(), j.clone(), t.clone(), cx.clone());
+                let child = cx.spawn(async move {
+                    if let Some(nested) = &p.nested {
+                        nested_scope(&child_cx, nested, &l, &j, inner_spins, &t).await;
+                    }
+                });
+                let _ = child.await;
+            } else {
+                nested_scope(&cx, nested, &l, &j, inner_spins, &t).await;
+            }
         }
         for _ in 0..p.body_yields {
             yield_now().await;
