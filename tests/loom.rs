@@ -411,7 +411,11 @@ fn cancel_racing_an_inner_fence_is_owned_by_the_outer_scope() {
             Ok(inner) => assert_eq!(inner, Ok(())),
             Err(err) => assert_eq!(codes(&err), ["stop"]),
         }
-        assert_eq!(between.count(), 0, "an inner fence returned Err for the outer cancel");
+        assert_eq!(
+            between.count(),
+            0,
+            "an inner fence returned Err for the outer cancel"
+        );
     });
 }
 
