@@ -49,10 +49,10 @@ fn child_panicking_while_the_scope_cancels_resumes_from_fence_after_teardown() {
         let outcome = within(
             LIMIT,
             AssertUnwindSafe(scope.fence(&cx, |cx| async move {
-                let _ = cx.spawn(hold_forever(l.track()));
+                drop(cx.spawn(hold_forever(l.track())));
                 let (started, wait_started) = async_channel::bounded(1);
                 let (child_cx, guard) = (cx.clone(), l.track());
-                let _ = cx.spawn(async move {
+                drop(cx.spawn(async move {
                     let _guard = guard;
                     started.send(()).await.unwrap();
                     // Busy in its poll (on a pool thread) until the scope has decided to
@@ -63,7 +63,7 @@ fn child_panicking_while_the_scope_cancels_resumes_from_fence_after_teardown() {
                         std::thread::yield_now();
                     }
                     panic!("{EXPECTED}: child fails during teardown");
-                });
+                }));
                 wait_started.recv().await.unwrap();
                 f.set_because("operator");
                 pending::<()>().await
@@ -133,7 +133,7 @@ fn when_trigger_panicking_later_tears_down_children_then_resumes() {
             LIMIT,
             AssertUnwindSafe(scope.fence(&cx, |cx| async move {
                 for _ in 0..3 {
-                    let _ = cx.spawn(hold_forever(l.track()));
+                    drop(cx.spawn(hold_forever(l.track())));
                 }
                 pending::<()>().await
             }))
@@ -181,15 +181,15 @@ fn child_whose_drop_panics_during_cancellation_resumes_from_fence() {
         let outcome = within(
             LIMIT,
             AssertUnwindSafe(scope.fence(&cx, |cx| async move {
-                let _ = cx.spawn(hold_forever(l.track()));
+                drop(cx.spawn(hold_forever(l.track())));
                 let guard = l.track();
                 let (started, wait_started) = async_channel::bounded(1);
-                let _ = cx.spawn(async move {
+                drop(cx.spawn(async move {
                     let _guard = guard;
                     let _bomb = PanicOnDrop("drop fails during cancellation");
                     started.send(()).await.unwrap();
                     pending::<()>().await
-                });
+                }));
                 // The bomb is armed only once the child has run.
                 wait_started.recv().await.unwrap();
                 f.set();
@@ -221,7 +221,7 @@ fn child_whose_drop_panics_after_success_cancels_siblings_and_resumes() {
         let outcome = within(
             LIMIT,
             AssertUnwindSafe(scope.fence(&cx, |cx| async move {
-                let _ = cx.spawn(hold_forever(l.track()));
+                drop(cx.spawn(hold_forever(l.track())));
                 let value = cx
                     .spawn(async {
                         let _bomb = PanicOnDrop("drop fails after success");

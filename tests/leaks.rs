@@ -86,7 +86,7 @@ fn a_scope_with_every_kind_of_trigger_and_child_leaves_nothing() {
         let flag = Flag::new();
         let fencing = on_timeout(Duration::from_millis(20), "budget")
             .flag(&flag, "stop")
-            .when("custom", || pending::<String>());
+            .when("custom", pending::<String>);
         let result = fencing
             .scope()
             .fence(&cx, |cx| async move {
@@ -94,7 +94,7 @@ fn a_scope_with_every_kind_of_trigger_and_child_leaves_nothing() {
                 inner
                     .fence(&cx, |cx| async move {
                         for _ in 0..4 {
-                            let _ = cx.spawn(hold_forever(l.track()));
+                            drop(cx.spawn(hold_forever(l.track())));
                         }
                         pending::<()>().await
                     })

@@ -224,10 +224,10 @@ fn cancel_racing_the_last_child_has_exactly_one_outcome() {
         let l = live.clone();
         let mut fence = pin!(scope.fence(&cx, move |cx| async move {
             let guard = l.track();
-            let _ = cx.spawn(async move {
+            drop(cx.spawn(async move {
                 drop(guard);
                 1
-            });
+            }));
         }));
         let t = thread::spawn(move || canceller.cancel(manual("stop")));
         let result = loop {

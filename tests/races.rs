@@ -26,7 +26,7 @@ fn inner_fence_polled_after_outer_decided_waits_to_be_dropped() {
                 o.cancel(Reason::new(ReasonKind::Manual, "stop", "stopped"));
                 let r = i
                     .fence(&cx, |cx| async move {
-                        let _ = cx.spawn(hold_forever(c.track()));
+                        drop(cx.spawn(hold_forever(c.track())));
                         7
                     })
                     .await;

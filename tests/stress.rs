@@ -292,14 +292,14 @@ async fn one_scope(
                     Err::<u32, u32>(10)
                 })),
                 ChildPlan::Panic(n) => {
-                    let _ = cx.spawn(async move {
+                    drop(cx.spawn(async move {
                         let _guard = guard;
                         yields(n).await;
                         panic!("{EXPECTED}: child fails");
-                    });
+                    }));
                 }
                 ChildPlan::Hold => {
-                    let _ = cx.spawn(hold_forever(guard));
+                    drop(cx.spawn(hold_forever(guard)));
                 }
             }
         }
@@ -457,9 +457,9 @@ async fn nested_scope(
             for _ in 0..children {
                 let guard = l.track();
                 if ends {
-                    let _ = cx.spawn(hold_forever(guard));
+                    drop(cx.spawn(hold_forever(guard)));
                 } else {
-                    let _ = cx.spawn(async move { drop(guard) });
+                    drop(cx.spawn(async move { drop(guard) }));
                 }
             }
             if ends {
