@@ -33,7 +33,8 @@
 //!    one waits for). An ancestor drops everything it owns before it returns, so a scope
 //!    still polled after an ancestor that decided has *returned* escaped it (its `Cx` went to
 //!    a task the ancestor does not own): only then does it end on its own, with the reasons
-//!    of the outermost such ancestor. To hear of that, a scope registers at entry with every
+//!    of the outermost such ancestor. So does a scope entered with the `Cx` of a scope that
+//!    was cancelled and has returned: it is cancelled at entry, its body never polled. To hear of that, a scope registers at entry with every
 //!    ancestor that has not finished (cancelling or not) and is woken when one decides or
 //!    returns.
 
@@ -42,7 +43,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
@@ -257,11 +258,14 @@ impl Frame {
         std::iter::successors(Some(self), |f| f.parent.as_deref())
     }
 
-    /// The nearest frame of this chain whose scope is still running.
-    fn nearest_running(self: &Arc<Frame>) -> Option<Arc<Frame>> {
+    /// The nearest frame of this chain whose scope is still running or was cancelled: one
+    /// that returned `Ok` (or was dropped) has no say over a scope entered below it any more,
+    /// but one that was cancelled still cancels it at entry (invariant 7).
+    fn nearest_in_force(self: &Arc<Frame>) -> Option<Arc<Frame>> {
         let mut frame = Some(self);
         while let Some(f) = frame {
-            if f.shared.state() & FINISHED == 0 {
+            let state = f.shared.state();
+            if state & FINISHED == 0 || state & CANCELLED != 0 {
                 return Some(f.clone());
             }
             frame = f.parent.as_ref();
@@ -616,6 +620,8 @@ impl fmt::Debug for Scope {
 enum Phase {
     /// Not polled yet.
     Idle,
+    /// Entered (armed, registered); the entry checks have not let the body start yet.
+    Entering,
     /// The body runs.
     Running,
     /// The body is done; waiting for the children.
@@ -651,7 +657,10 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if !matches!(*this.phase, Phase::Running | Phase::Joining | Phase::Teardown) {
+            if !matches!(
+                *this.phase,
+                Phase::Entering | Phase::Running | Phase::Joining | Phase::Teardown
+            ) {
                 return;
             }
             // Dropped before it returned: the body goes now, the children are cancelled, and
@@ -684,15 +693,14 @@ fn unregister(watching: &mut Vec<(Arc<Shared>, usize)>) {
     }
 }
 
-/// The scope waits to be dropped by the ancestor that owns its cancellation (invariant 7).
-/// Once that ancestor has decided, this scope's children are cancelled now: if this scope
-/// escaped it, nobody else would, and the ancestor waits for them.
-/// Registers `waker`; the caller returns `Pending`.
-fn wait_for_owner(shared: &Shared, deciding: bool, waker: &Waker) {
+/// The scope waits to be dropped by the ancestor that owns its cancellation (invariant 7);
+/// the caller registered its waker before it probed, and returns `Pending`. Once that
+/// ancestor has decided, this scope's children are cancelled now: if this scope escaped it,
+/// nobody else would, and the ancestor waits for them.
+fn wait_for_owner(shared: &Shared, deciding: bool) {
     if deciding {
         shared.wake_members();
     }
-    shared.waker.register(waker);
 }
 
 impl<F, Fut, T> Future for Fence<F, Fut>
@@ -705,6 +713,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let shared: &Shared = this.shared;
+        // The first entry check runs on the poll that armed the scope, against the instant of
+        // arming; a later one (after waiting for an ancestor) registers like any other check.
+        let mut just_armed = false;
         loop {
             match *this.phase {
                 Phase::Idle => {
@@ -717,7 +728,8 @@ where
                         );
                     }
                     let armed = this.armed.insert(Armed::arm(&shared.fencing));
-                    let parent = this.cx.frame.as_ref().and_then(Frame::nearest_running);
+                    just_armed = true;
+                    let parent = this.cx.frame.as_ref().and_then(Frame::nearest_in_force);
                     let frame = Arc::new(Frame {
                         shared: this.shared.clone(),
                         parent,
@@ -730,14 +742,33 @@ where
                             this.watching.push((ancestor.shared.clone(), key));
                         }
                     }
-                    *this.frame = Some(frame.clone());
-                    *this.phase = Phase::Running;
+                    *this.frame = Some(frame);
+                    *this.phase = Phase::Entering;
+                }
+                Phase::Entering => {
+                    let frame = this.frame.as_ref().expect("entered scopes have a frame");
+                    let armed = this.armed.as_mut().expect("entered scopes are armed");
 
-                    // Entry (rule 3): an ancestor, a cancel before entry, triggers already due.
+                    // Entry (rule 3): triggers already due, a cancel before entry, and the
+                    // ancestors. Register first: an ancestor that decides or returns after
+                    // the look wakes us (no lost wake-up).
+                    if frame.parent.is_some() || !just_armed {
+                        shared.waker.register(cx.waker());
+                    }
+                    let fired = match armed.check(&shared.fencing, cx, !just_armed) {
+                        Ok(fired) => fired,
+                        Err(panic) => {
+                            let _ = shared.fail(panic, "trigger");
+                            Vec::new()
+                        }
+                    };
+                    // The ancestors after the triggers: a trigger shared with an ancestor that
+                    // was seen fired is seen fired there too (flags and time only go forward),
+                    // and the ancestor owns it (invariant 7).
                     match frame.probe() {
                         Probe::Clear => {}
                         Probe::Owned { deciding } => {
-                            wait_for_owner(shared, deciding, cx.waker());
+                            wait_for_owner(shared, deciding);
                             return Poll::Pending;
                         }
                         Probe::Escaped(reasons) => {
@@ -746,31 +777,27 @@ where
                             continue;
                         }
                     }
-                    let fired = match armed.check(&shared.fencing, cx, false) {
-                        Ok(fired) => fired,
-                        Err(panic) => {
-                            let _ = shared.fail(panic, "trigger");
-                            Vec::new()
-                        }
-                    };
                     if !fired.is_empty() || shared.is_cancelled() {
                         shared.decide(fired);
                         *this.phase = Phase::Teardown;
                         continue;
                     }
                     if let Some(make_body) = this.make_body.take() {
-                        let body_cx = this.cx.enter(frame);
+                        let body_cx = this.cx.enter(frame.clone());
                         this.body.set(Some(make_body(body_cx)));
                     }
+                    *this.phase = Phase::Running;
                 }
                 Phase::Running | Phase::Joining => {
                     let frame = this.frame.as_ref().expect("entered scopes have a frame");
                     // Invariant 7: an enclosing scope that is about to cancel owns it.
+                    // Register first, as at entry.
                     if frame.parent.is_some() {
+                        shared.waker.register(cx.waker());
                         match frame.probe() {
                             Probe::Clear => {}
                             Probe::Owned { deciding } => {
-                                wait_for_owner(shared, deciding, cx.waker());
+                                wait_for_owner(shared, deciding);
                                 return Poll::Pending;
                             }
                             Probe::Escaped(reasons) => {
@@ -834,7 +861,7 @@ where
                                 *this.phase = Phase::Teardown;
                             }
                             Probe::Owned { deciding } => {
-                                wait_for_owner(shared, deciding, cx.waker());
+                                wait_for_owner(shared, deciding);
                                 return Poll::Pending;
                             }
                             Probe::Escaped(reasons) => {

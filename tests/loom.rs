@@ -419,6 +419,63 @@ fn cancel_racing_an_inner_fence_is_owned_by_the_outer_scope() {
     });
 }
 
+/// A scope entered with a `Cx` that escaped into a thread its ancestor does not own hears
+/// the ancestor decide even while it is being polled: it cancels its children (which the
+/// ancestor waits for) and, once the ancestor has returned, ends with its reasons.
+#[test]
+fn escaped_scope_hears_its_ancestor_decide() {
+    model(|| {
+        let (ex, cx) = root();
+        let live = Live::default();
+        let outer = Fencing::new().scope();
+        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let (_counter, waker) = Counter::waker();
+        let s = slot.clone();
+        let mut fence = pin!(outer.fence(&cx, move |cx| {
+            *s.lock().unwrap() = Some(cx);
+            std::future::pending::<()>()
+        }));
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let escaped = slot.lock().unwrap().take().expect("the body ran");
+
+        let (l, done) = (live.clone(), Arc::new(AtomicUsize::new(0)));
+        let d = done.clone();
+        let t = thread::spawn(move || {
+            let inner = Fencing::new().scope();
+            let result = block_on(inner.fence(&escaped, move |cx| {
+                drop(cx.spawn(async move {
+                    let _guard = l.track();
+                    std::future::pending::<()>().await
+                }));
+                std::future::pending::<()>()
+            }));
+            d.store(1, Ordering::SeqCst);
+            result
+        });
+        ex.try_tick();
+        outer.cancel(manual("stop"));
+        let result = loop {
+            if let Poll::Ready(result) = poll_once(fence.as_mut(), &waker) {
+                break result;
+            }
+            if !ex.try_tick() {
+                thread::yield_now();
+            }
+        };
+        assert_eq!(codes(&result.unwrap_err()), ["stop"]);
+        // The escaped scope is not the outer one's to wait for: it may still be tearing down
+        // its own child, which needs the executor.
+        while done.load(Ordering::SeqCst) == 0 {
+            if !ex.try_tick() {
+                thread::yield_now();
+            }
+        }
+        let inner = t.join().unwrap();
+        assert_eq!(codes(&inner.unwrap_err()), ["stop"]);
+        assert_eq!(live.count(), 0);
+    });
+}
+
 /// `Child::cancel` from another thread races the child's completion: the handle gives `Ok` or
 /// `Err(child-cancelled)`, never both, and the future is gone either way.
 #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::Arc;
 
-use async_fence::{Fencing, Reason, ReasonKind};
+use async_fence::{on_flag, Fencing, Flag, Reason, ReasonKind};
 use common::{hold_forever, run, Live};
 use futures_lite::future::pending;
 
@@ -89,5 +89,77 @@ fn spawn_on_a_finished_scope_is_refused_with_scope_finished() {
         let err = child.await.unwrap_err();
         assert!(err.cancelled_by("scope-finished"), "{err:?}");
         assert_eq!(err.reasons()[0].kind(), ReasonKind::Manual);
+    });
+}
+
+/// Found by the loom model of an escaped scope: a scope entered with a `Cx` whose scope was
+/// cancelled and has already returned ignored that cancellation (it looked only at running
+/// ancestors) and ran its body unbounded, although `cx.is_cancelled()` said `true`; entered a
+/// moment earlier it ended with the ancestor's reasons. Now it is cancelled at entry with
+/// them, its body never polled, like any trigger already due.
+#[test]
+fn scope_entered_with_the_cx_of_a_cancelled_returned_scope_is_cancelled_at_entry() {
+    run(|cx| async move {
+        let outer = Arc::new(Fencing::new().scope());
+        let (tx, rx) = async_channel::bounded(1);
+        let o = outer.clone();
+        let result = outer
+            .fence(&cx, |cx| async move {
+                tx.send(cx).await.unwrap();
+                o.cancel(Reason::new(ReasonKind::Manual, "stop", "stopped"));
+                pending::<()>().await
+            })
+            .await;
+        assert!(result.unwrap_err().cancelled_by("stop"));
+        let escaped: async_fence::Cx = rx.recv().await.unwrap();
+        assert!(escaped.is_cancelled());
+
+        let ran = Live::default();
+        let r = ran.clone();
+        let inner = Fencing::new().scope();
+        let result = inner
+            .fence(&escaped, |_| async move {
+                std::mem::forget(r.track());
+                1
+            })
+            .await;
+        let err = result.unwrap_err();
+        assert!(err.cancelled_by("stop"), "{err:?}");
+        assert_eq!(ran.count(), 0, "the body ran");
+        assert!(inner.is_cancelled());
+    });
+}
+
+/// Found by the stress test (an inner scope inheriting the outer flag through a bound `Cx`):
+/// at entry, a scope looked at its ancestors before its own triggers, so a shared flag set in
+/// between was reported by the inner scope, which returned `Err` for the outer scope's
+/// trigger. Here a custom trigger of the inner scope sets the flag while the entry check runs.
+#[test]
+fn shared_flag_set_during_the_inner_entry_check_is_owned_by_the_outer_scope() {
+    run(|cx| async move {
+        let flag = Flag::new();
+        let between = Live::default();
+        let outer = on_flag(&flag, "stop").scope();
+        let (f, b) = (flag.clone(), between.clone());
+        let result = outer
+            .fence(&cx, |cx| async move {
+                let setter = f.clone();
+                let inner = Fencing::new()
+                    .when("hook", move || {
+                        let setter = setter.clone();
+                        async move {
+                            // Polled by the entry check, before the flag is looked at.
+                            setter.set();
+                            pending::<String>().await
+                        }
+                    })
+                    .flag(&f, "stop");
+                let r = inner.scope().fence(&cx, |_| async { 7 }).await;
+                std::mem::forget(b.track()); // code between the scopes
+                r
+            })
+            .await;
+        assert!(result.unwrap_err().cancelled_by("stop"));
+        assert_eq!(between.count(), 0, "code between the scopes ran");
     });
 }

@@ -50,6 +50,8 @@ enum Job {
 
 #[derive(Clone, Copy, Debug)]
 enum ChildPlan {
+    /// Never ends; cancelled through its handle, which the body awaits.
+    CancelledByHandle,
     /// Returns `Ok(1)` after some yields; awaited by the body.
     Finish(u8),
     /// Returns `Err(10)` after some yields; awaited by the body.
@@ -68,6 +70,11 @@ struct Plan {
     zero_timeout: bool,
     short_timeout: Option<Duration>,
     cancel_in_body: bool,
+    /// A custom trigger that fires after this many yields.
+    custom: Option<u8>,
+    /// The outer fencing is bound into the `Cx`, so nested scopes inherit its triggers and
+    /// the outer scope must own their cancellation (rule 5).
+    bind: bool,
     body_yields: u8,
     children: Vec<ChildPlan>,
     nested: Option<NestedPlan>,
@@ -92,6 +99,8 @@ impl Plan {
             zero_timeout: rng.u8(..100) < 4,
             short_timeout: (rng.u8(..100) < 2).then(|| Duration::from_micros(rng.u64(50..1_000))),
             cancel_in_body: rng.u8(..100) < 4,
+            custom: (rng.u8(..100) < 3).then(|| rng.u8(..3)),
+            bind: rng.u8(..100) < 30,
             body_yields: rng.u8(..3),
             children: Vec::new(),
             nested: (rng.u8(..100) < 15).then(|| NestedPlan {
@@ -107,6 +116,7 @@ impl Plan {
                 0..=54 => ChildPlan::Finish(rng.u8(..3)),
                 55..=79 => ChildPlan::Fail(rng.u8(..3)),
                 80..=81 => ChildPlan::Panic(rng.u8(..3)),
+                82..=87 => ChildPlan::CancelledByHandle,
                 _ => ChildPlan::Hold,
             });
         }
@@ -135,6 +145,7 @@ impl Plan {
             || self.cancel_remote
             || self.short_timeout.is_some()
             || self.cancel_in_body
+            || self.custom.is_some()
     }
 
     fn may_cancel(&self) -> bool {
@@ -160,13 +171,14 @@ impl Plan {
     }
 }
 
-const OUTER_CODES: [&str; 6] = [
+const OUTER_CODES: [&str; 7] = [
     "before",
     "remote",
     "zero",
     "short",
     "in-body",
     "remote-cancel",
+    "custom",
 ];
 const INNER_CODES: [&str; 2] = ["inner-remote", "inner-zero"];
 
@@ -251,7 +263,20 @@ async fn one_scope(
     } else if let Some(after) = plan.short_timeout {
         fencing = fencing.timeout(after, "short");
     }
-    let scope = Arc::new(fencing.scope());
+    if let Some(yields) = plan.custom {
+        fencing = fencing.when("custom", move || async move {
+            for _ in 0..yields {
+                yield_now().await;
+            }
+            String::from("custom trigger fired")
+        });
+    }
+    let bound = plan.bind.then(|| cx.bind(fencing.clone()));
+    let cx = bound.as_ref().unwrap_or(cx);
+    let scope = Arc::new(match &bound {
+        Some(bound) => bound.fencing().scope(),
+        None => fencing.scope(),
+    });
     if plan.cancel_remote {
         jobs.send((spins / 2, Job::Cancel(scope.clone()))).unwrap();
     }
@@ -301,6 +326,19 @@ async fn one_scope(
                 ChildPlan::Hold => {
                     drop(cx.spawn(hold_forever(guard)));
                 }
+                ChildPlan::CancelledByHandle => {
+                    let child = cx.spawn(hold_forever(guard));
+                    child.cancel();
+                    let err = child.await.unwrap_err();
+                    // By its handle, unless the scope cancelled it first.
+                    let by_scope = err
+                        .reasons()
+                        .iter()
+                        .all(|r| OUTER_CODES.contains(&r.code().as_str()) || r.code() == "panic");
+                    t.check(err.cancelled_by("child-cancelled") || by_scope, || {
+                        format!("a child cancelled by its handle says {err:?}")
+                    });
+                }
             }
         }
         if let Some(nested) = &p.nested {
@@ -309,12 +347,12 @@ async fn one_scope(
                     (p.clone(), l.clone(), j.clone(), t.clone(), cx.clone());
                 let child = cx.spawn(async move {
                     if let Some(nested) = &p.nested {
-                        nested_scope(&child_cx, nested, &l, &j, inner_spins, &t).await;
+                        nested_scope(&child_cx, &p, nested, &l, &j, inner_spins, &t).await;
                     }
                 });
                 let _ = child.await;
             } else {
-                nested_scope(&cx, nested, &l, &j, inner_spins, &t).await;
+                nested_scope(&cx, &p, nested, &l, &j, inner_spins, &t).await;
             }
         }
         for _ in 0..p.body_yields {
@@ -432,6 +470,7 @@ async fn one_scope(
 /// An inner scope with its own triggers, run inside the body (or one of its children).
 async fn nested_scope(
     cx: &Cx,
+    outer: &Plan,
     plan: &NestedPlan,
     live: &Live,
     jobs: &mpsc::Sender<(u32, Job)>,
@@ -474,11 +513,18 @@ async fn nested_scope(
         }),
         Err(err) => {
             Tally::add(&tally.nested_err, 1);
-            // Rule 5: an inner fence reports only its own triggers.
-            tally.check(ends, || {
+            // Rule 5: an inner fence reports only its own triggers. A custom trigger is
+            // armed anew by every scope that inherits it, so the inner one owns its own
+            // instance; every other inherited trigger belongs to the outer scope.
+            let own_custom = outer.bind && outer.custom.is_some();
+            tally.check(ends || own_custom, || {
                 format!("inner Err({err:?}) with no trigger: {plan:?}")
             });
-            check_reasons(tally, &err, &INNER_CODES, plan);
+            let mut allowed = INNER_CODES.to_vec();
+            if own_custom {
+                allowed.push("custom");
+            }
+            check_reasons(tally, &err, &allowed, plan);
         }
     }
 }

@@ -71,6 +71,40 @@ fn assert_settles(before: LiveCounts) {
     }
 }
 
+/// Threads that run an executor until dropped. Dropping joins them, also while a failing
+/// test unwinds, so that what they hold is gone before the next test takes its baseline.
+struct Helpers {
+    stop: Option<async_channel::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Helpers {
+    fn start(ex: &Arc<Executor<'static>>, count: usize) -> Helpers {
+        let (stop, done) = async_channel::bounded::<()>(1);
+        let threads = (0..count)
+            .map(|_| {
+                let (ex, done) = (ex.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let _ = futures_lite::future::block_on(ex.run(done.recv()));
+                })
+            })
+            .collect();
+        Helpers {
+            stop: Some(stop),
+            threads,
+        }
+    }
+}
+
+impl Drop for Helpers {
+    fn drop(&mut self) {
+        self.stop.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Runs `f` on a fresh two-thread executor (this thread and one helper) and checks that no
 /// task, timer, listener, scope frame or child future outlives it.
 pub fn run<T, F, Fut>(f: F) -> T
@@ -80,14 +114,9 @@ where
 {
     no_leaks(|| {
         let ex = Arc::new(Executor::new());
-        let (stop, done) = async_channel::bounded::<()>(1);
-        let helper = {
-            let ex = ex.clone();
-            std::thread::spawn(move || futures_lite::future::block_on(ex.run(done.recv())))
-        };
+        let helpers = Helpers::start(&ex, 1);
         let out = futures_lite::future::block_on(ex.run(f(Cx::new(ex.clone()))));
-        drop(stop);
-        let _ = helper.join();
+        drop(helpers);
         assert!(ex.is_empty(), "a task outlived the test");
         out
     })
@@ -102,18 +131,9 @@ where
 {
     no_leaks(|| {
         let ex = Arc::new(Executor::new());
-        let (stop, done) = async_channel::bounded::<()>(1);
-        let helpers: Vec<_> = (0..2)
-            .map(|_| {
-                let (ex, done) = (ex.clone(), done.clone());
-                std::thread::spawn(move || futures_lite::future::block_on(ex.run(done.recv())))
-            })
-            .collect();
+        let helpers = Helpers::start(&ex, 2);
         let out = futures_lite::future::block_on(f(Cx::new(ex.clone())));
-        drop(stop);
-        for helper in helpers {
-            let _ = helper.join();
-        }
+        drop(helpers);
         assert!(ex.is_empty(), "a task outlived the test");
         out
     })
