@@ -26,7 +26,9 @@
 //!    the child's future was dropped; the fence returns only when it is zero, so every child
 //!    future is gone when `fence` returns.
 //! 7. A scope defers to its ancestors: before it polls its body, and before it decides to
-//!    cancel on its own triggers, it looks at the scopes above it. If one that has not
+//!    cancel on its own triggers (so, at entry, *after* it checked them: a trigger it shares
+//!    with an ancestor and saw fired is then seen fired there too, as flags and time only go
+//!    forward), it looks at the scopes above it, having registered its waker first. If one that has not
 //!    returned has a flag set, its deadline passed, or has decided to cancel, that outer scope
 //!    owns the cancellation and this one waits to be dropped (it never returns `Err` for it;
 //!    once the outer scope has decided, this one cancels its own children, which the outer
@@ -439,7 +441,9 @@ impl Scope {
     ///   cancel (even while this `fence` is being polled), the enclosing scope owns the
     ///   cancellation: this `fence` never returns, and is dropped with it. Only a fence whose
     ///   `cx` escaped into a task the enclosing scope does not own, and which is still polled
-    ///   after that scope returned, ends on its own with that scope's reasons.
+    ///   after that scope returned, ends on its own with that scope's reasons; so does one
+    ///   entered with the `cx` of a scope that was cancelled and has returned (its body is
+    ///   never polled).
     /// - **Panics** in the body, a child (while polled or dropped) or a custom trigger
     ///   cancel the scope with a [`ReasonKind::Failed`](crate::ReasonKind::Failed) reason
     ///   (code `"panic"`); once every child is torn down, the first panic resumes from

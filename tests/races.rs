@@ -2,10 +2,15 @@
 
 mod common;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_fence::{on_flag, Fencing, Flag, Reason, ReasonKind};
-use common::{hold_forever, run, Live};
+use common::{hold_forever, run, within, Live};
+
+const LIMIT: Duration = Duration::from_secs(10);
 use futures_lite::future::pending;
 
 /// Rule 5: an enclosing scope that has decided to cancel owns the cancellation, even when an
@@ -161,5 +166,89 @@ fn shared_flag_set_during_the_inner_entry_check_is_owned_by_the_outer_scope() {
             .await;
         assert!(result.unwrap_err().cancelled_by("stop"));
         assert_eq!(between.count(), 0, "code between the scopes ran");
+    });
+}
+
+/// A scope entered (with an escaped `Cx`) while its ancestor's trigger has fired waits at
+/// entry for the ancestor; if the ancestor then returns `Ok` after all (its body completed on
+/// that poll: rule 4), the waiting scope starts its body. It used to never create it, and
+/// hung.
+#[test]
+fn scope_waiting_at_entry_for_an_ancestor_that_returns_ok_runs_its_body() {
+    common::run_pool(|cx| async move {
+        let flag = Flag::new();
+        let (tx, rx) = async_channel::bounded::<async_fence::Cx>(1);
+        let waited = Arc::new(AtomicBool::new(false));
+        let w = waited.clone();
+        let worker = cx.spawn(async move {
+            let escaped = rx.recv().await.unwrap();
+            let inner = Fencing::new().scope();
+            let mut fence = std::pin::pin!(inner.fence(&escaped, |_| async { 7 }));
+            let mut first = true;
+            std::future::poll_fn(|task| {
+                let poll = fence.as_mut().poll(task);
+                if std::mem::take(&mut first) {
+                    assert!(poll.is_pending(), "the scope did not wait for its ancestor");
+                    w.store(true, Ordering::SeqCst);
+                }
+                poll
+            })
+            .await
+        });
+        let outer = on_flag(&flag, "stop").scope();
+        let (f, waited_ref) = (flag.clone(), waited.clone());
+        let result = within(
+            LIMIT,
+            outer.fence(&cx, |cx| async move {
+                f.set();
+                tx.try_send(cx).unwrap();
+                // In this one poll: wait until the inner scope has seen the trigger and
+                // waits, then complete, so the outer scope returns `Ok` all the same.
+                let start = Instant::now();
+                while !waited_ref.load(Ordering::SeqCst) {
+                    assert!(start.elapsed() < LIMIT, "the inner scope never ran");
+                    std::thread::yield_now();
+                }
+                1
+            }),
+        )
+        .await;
+        assert_eq!(result, Ok(1));
+        assert_eq!(within(LIMIT, worker).await, Ok(Ok(7)));
+    });
+}
+
+/// A fence dropped before it returned drops its body, cancels its children (`scope-dropped`)
+/// and counts as finished; the children's futures go with the executor's next turn.
+#[test]
+fn dropping_a_fence_cancels_its_children_with_scope_dropped() {
+    run(|cx| async move {
+        let live = Live::default();
+        let scope = Fencing::new().scope();
+        let (tx, rx) = async_channel::unbounded();
+        let l = live.clone();
+        let fence = scope.fence(&cx, |cx| async move {
+            for _ in 0..3 {
+                tx.send(cx.spawn(hold_forever(l.track()))).await.unwrap();
+            }
+            pending::<()>().await
+        });
+        // Poll it until the children exist, then drop it.
+        let raced = futures_lite::future::or(async { Some(fence.await) }, async {
+            while rx.len() < 3 {
+                futures_lite::future::yield_now().await;
+            }
+            None
+        })
+        .await;
+        assert!(raced.is_none());
+        for _ in 0..3 {
+            let child = rx.recv().await.unwrap();
+            let err = within(LIMIT, child).await.unwrap_err();
+            assert!(err.cancelled_by("scope-dropped"), "{err:?}");
+        }
+        assert_eq!(live.count(), 0);
+        assert!(!scope.is_cancelled());
+        assert!(scope.reasons().is_empty());
     });
 }
