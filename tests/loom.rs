@@ -73,28 +73,11 @@ fn codes(err: &Cancelled) -> Vec<&str> {
     err.reasons().iter().map(|r| r.code().as_str()).collect()
 }
 
-/// Counts live values (plain atomics: bookkeeping of the test, not part of the model).
-#[derive(Clone, Default)]
-struct Live(Arc<StdAtomicUsize>);
-
-struct Guard(Arc<StdAtomicUsize>);
-
-impl Live {
-    fn track(&self) -> Guard {
-        self.0.fetch_add(1, StdOrdering::SeqCst);
-        Guard(self.0.clone())
-    }
-
-    fn count(&self) -> usize {
-        self.0.load(StdOrdering::SeqCst)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, StdOrdering::SeqCst);
-    }
-}
+/// Drop counters shared with the other test files (plain atomics: bookkeeping of the test,
+/// not part of the model).
+#[path = "common/live.rs"]
+mod live;
+use live::Live;
 
 /// Set vs. wait: a waiter that registers while another thread sets the flag is always woken
 /// (loom's `block_on` fails the model with a deadlock otherwise), and sees the message.

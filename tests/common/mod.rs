@@ -8,13 +8,15 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_executor::Executor;
 use async_fence::__instrument::{live, LiveCounts};
 use async_fence::Cx;
+
+mod live;
+pub use live::{Guard, Live};
 
 /// Serialises the leak-checked tests of one binary.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -146,29 +148,6 @@ pub async fn within<F: Future>(limit: Duration, fut: F) -> F::Output {
         panic!("hung: not done within {limit:?}")
     })
     .await
-}
-
-/// Counts live values: `track()` hands out a guard that decrements on drop.
-#[derive(Clone, Default)]
-pub struct Live(Arc<AtomicUsize>);
-
-pub struct Guard(Arc<AtomicUsize>);
-
-impl Live {
-    pub fn track(&self) -> Guard {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Guard(self.0.clone())
-    }
-
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 /// A future that never completes, holding `guard` until it is dropped.
