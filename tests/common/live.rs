@@ -26,4 +26,3 @@ impl Drop for Guard {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
-

@@ -16,6 +16,7 @@ use async_fence::__instrument::{live, LiveCounts};
 use async_fence::Cx;
 
 mod live;
+#[allow(unused_imports)] // each test file uses a different subset
 pub use live::{Guard, Live};
 
 /// Serialises the leak-checked tests of one binary.
