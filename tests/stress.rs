@@ -11,8 +11,11 @@
 //! ```
 //!
 //! Each scope draws: a flag set before entry, a flag set from another OS thread, a
-//! `Scope::cancel` from that thread, a zero or short timeout, a cancel from inside the body,
-//! a nested scope with its own triggers, and children that finish, fail, panic or never end.
+//! `Scope::cancel` from that thread, a zero or short timeout, a custom trigger, a cancel from
+//! inside the body, a fencing bound into the `Cx` (so nested scopes inherit it), a nested
+//! scope with its own triggers (in the body or in a child), a `Cx` that escapes into a task
+//! the scope does not own, and children that finish, fail, panic, are cancelled through
+//! their handle or never end.
 //! After each scope it checks:
 //!
 //! 1. **one outcome**: `Ok` xor `Err` xor a resumed panic, and `is_cancelled()` agrees;
@@ -75,6 +78,10 @@ struct Plan {
     /// The outer fencing is bound into the `Cx`, so nested scopes inherit its triggers and
     /// the outer scope must own their cancellation (rule 5).
     bind: bool,
+    /// The body sends its `Cx` to a task the scope does not own, which enters a scope with
+    /// it: that scope must end with the outer reasons if the outer scope is cancelled, and
+    /// go on under its own trigger if the outer scope returned `Ok`.
+    escape: bool,
     body_yields: u8,
     children: Vec<ChildPlan>,
     nested: Option<NestedPlan>,
@@ -101,6 +108,7 @@ impl Plan {
             cancel_in_body: rng.u8(..100) < 4,
             custom: (rng.u8(..100) < 3).then(|| rng.u8(..3)),
             bind: rng.u8(..100) < 30,
+            escape: rng.u8(..100) < 3,
             body_yields: rng.u8(..3),
             children: Vec::new(),
             nested: (rng.u8(..100) < 15).then(|| NestedPlan {
@@ -191,6 +199,7 @@ struct Tally {
     panicked: AtomicUsize,
     nested: AtomicUsize,
     nested_err: AtomicUsize,
+    escaped: AtomicUsize,
     children: AtomicUsize,
     checks: AtomicUsize,
 }
@@ -271,6 +280,18 @@ async fn one_scope(
             String::from("custom trigger fired")
         });
     }
+    // The task the scope does not own, waiting for the body's `Cx`.
+    let (escape_tx, escape_rx) = async_channel::bounded::<Cx>(1);
+    let escaped_own = Flag::new();
+    let escaped = plan.escape.then(|| {
+        let own = escaped_own.clone();
+        cx.spawn(async move {
+            let cx = escape_rx.recv().await.ok()?;
+            let scope = Fencing::new().flag(&own, "escaped-own").scope();
+            Some(scope.fence(&cx, |_| pending::<()>()).await)
+        })
+    });
+    let escape_tx = plan.escape.then_some(escape_tx);
     let bound = plan.bind.then(|| cx.bind(fencing.clone()));
     let cx = bound.as_ref().unwrap_or(cx);
     let scope = Arc::new(match &bound {
@@ -296,6 +317,9 @@ async fn one_scope(
     let inner_spins = rng.u32(..2_000);
     let outcome = AssertUnwindSafe(scope.fence(cx, move |cx| async move {
         ran.store(true, Ordering::SeqCst);
+        if let Some(tx) = escape_tx {
+            tx.try_send(cx.clone()).unwrap();
+        }
         let mut awaited = Vec::new();
         for child in &p.children {
             let guard = l.track();
@@ -443,6 +467,30 @@ async fn one_scope(
         tally.check(matches!(outcome, Ok(Ok(_))), || {
             format!("cancelled with nothing that cancels: {plan:?}")
         });
+    }
+
+    // An escaped scope: the outer scope's reasons once it was cancelled; else its own.
+    if let Some(worker) = escaped {
+        Tally::add(&tally.escaped, 1);
+        if !cancelled {
+            escaped_own.set();
+        }
+        let result = worker.await.expect("the escaped task failed");
+        if let Some(result) = result {
+            let err = result.unwrap_err();
+            let expected = if cancelled {
+                reasons.clone()
+            } else {
+                vec![Reason::new(ReasonKind::Flag, "escaped-own", "flag set")]
+            };
+            tally.check(err.reasons() == expected.as_slice(), || {
+                format!("escaped scope ended with {err:?}, expected {expected:?}: {plan:?}")
+            });
+        } else {
+            tally.check(!body_ran.load(Ordering::SeqCst), || {
+                format!("the body ran but its Cx never reached the task: {plan:?}")
+            });
+        }
     }
 
     // Invariant 4, at once: late triggers change nothing.
@@ -619,13 +667,14 @@ fn scopes_keep_their_invariants_under_two_threads() {
     assert_eq!(finished.len(), scopes);
     println!(
         "stress: ran {ran} scopes in {:.1?} ({} Ok, {} Err, {} panicked), {} nested scopes \
-         ({} Err), {} children, {fired} triggers fired from another thread",
+         ({} Err), {} escaped scopes, {} children, {fired} triggers fired from another thread",
         start.elapsed(),
         get(&tally.ok),
         get(&tally.err),
         get(&tally.panicked),
         get(&tally.nested),
         get(&tally.nested_err),
+        get(&tally.escaped),
         get(&tally.children),
     );
     println!(
