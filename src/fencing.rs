@@ -598,6 +598,7 @@ impl<F: Future> Future for Run<'_, F> {
                 let armed = this.armed.insert(Armed::arm(fencing));
                 let fired = armed.check(fencing, cx, false).unwrap_or_else(resume);
                 if !fired.is_empty() {
+                    *this.armed = None;
                     return Poll::Ready(Err(Cancelled::from_reasons(fired)));
                 }
                 armed
@@ -606,12 +607,15 @@ impl<F: Future> Future for Run<'_, F> {
 
         // The future first: a result that is ready is never thrown away.
         if let Poll::Ready(out) = this.fut.poll(cx) {
+            // The timer and listeners go now, not when this future is dropped.
+            *this.armed = None;
             return Poll::Ready(Ok(out));
         }
         let fired = armed.check(fencing, cx, true).unwrap_or_else(resume);
         if fired.is_empty() {
             Poll::Pending
         } else {
+            *this.armed = None;
             Poll::Ready(Err(Cancelled::from_reasons(fired)))
         }
     }

@@ -845,6 +845,8 @@ where
                     if *this.phase == Phase::Joining && shared.try_finish_ok() {
                         *this.phase = Phase::Done;
                         finish(shared, this.watching);
+                        // The timer and listeners go now, not when this future is dropped.
+                        *this.armed = None;
                         let out = this.output.take().expect("a joined body left its output");
                         return Poll::Ready(Ok(out));
                     }
@@ -898,6 +900,7 @@ where
                     shared.state.fetch_or(FINISHED, Ordering::AcqRel);
                     *this.phase = Phase::Done;
                     finish(shared, this.watching);
+                    *this.armed = None;
                     let (reasons, panic) = {
                         let mut record = lock(&shared.record);
                         (record.reasons.clone(), record.panic.take())

@@ -106,3 +106,57 @@ fn a_scope_with_every_kind_of_trigger_and_child_leaves_nothing() {
     });
     // `run` checked the executor and the live counts on the way out.
 }
+
+/// A fence that has returned holds no timer and no listener any more, even while its future
+/// is kept (polled by hand and not dropped): they go when it returns, not when it is dropped.
+#[test]
+fn a_returned_fence_kept_alive_holds_no_timer_or_listener() {
+    run(|cx| async move {
+        let before = async_fence::__instrument::live();
+        let flag = Flag::new();
+        let fencing = on_timeout(Duration::from_secs(3600), "later").flag(&flag, "stop");
+        let scope = fencing.scope();
+        let mut fence = std::pin::pin!(scope.fence(&cx, |_| async {
+            futures_lite::future::yield_now().await;
+            5
+        }));
+        // First poll: the body yields, the timer and the listener are armed.
+        assert!(poll_once(fence.as_mut()).is_pending());
+        let armed = async_fence::__instrument::live();
+        assert_eq!(armed.timers, before.timers + 1);
+        assert_eq!(armed.listeners, before.listeners + 1);
+        assert_eq!(poll_once(fence.as_mut()), Poll::Ready(Ok(5)));
+        let after = async_fence::__instrument::live();
+        assert_eq!(
+            after.timers, before.timers,
+            "a returned fence kept its timer"
+        );
+        assert_eq!(
+            after.listeners, before.listeners,
+            "a returned fence kept its listener"
+        );
+    });
+}
+
+/// The same for `Fencing::run`.
+#[test]
+fn a_returned_run_kept_alive_holds_no_timer_or_listener() {
+    run(|_| async move {
+        let before = async_fence::__instrument::live();
+        let flag = Flag::new();
+        let fencing = on_timeout(Duration::from_secs(3600), "later").flag(&flag, "stop");
+        let mut run = std::pin::pin!(fencing.run(async {
+            futures_lite::future::yield_now().await;
+            5
+        }));
+        assert!(poll_once(run.as_mut()).is_pending());
+        assert_eq!(async_fence::__instrument::live().timers, before.timers + 1);
+        assert_eq!(poll_once(run.as_mut()), Poll::Ready(Ok(5)));
+        let after = async_fence::__instrument::live();
+        assert_eq!(after.timers, before.timers, "a returned run kept its timer");
+        assert_eq!(
+            after.listeners, before.listeners,
+            "a returned run kept its listener"
+        );
+    });
+}
