@@ -19,12 +19,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use async_executor::Task;
+use async_task::Task;
 use pin_project_lite::pin_project;
 
+use crate::instrument::{Kind, Token};
 use crate::reason::{internal, Cancelled};
 use crate::scope::Frame;
-use crate::sync::{AtomicU8, Ordering, WakerSlot};
+use crate::sync::{AtomicU8, Executor, Ordering, WakerSlot};
 use crate::trigger::Panic;
 
 const BY_SCOPE: u8 = 1;
@@ -77,6 +78,7 @@ pin_project! {
         fut: Option<F>,
         ctl: Arc<Ctl>,
         owner: Option<Owner>,
+        live: Token,
     }
 
     impl<F> PinnedDrop for Guarded<F> {
@@ -116,7 +118,7 @@ impl<F: Future> Future for Guarded<F> {
         } else {
             this.owner.as_ref().and_then(|owner| {
                 (state & BY_SCOPE != 0 || owner.frame.is_cancelled())
-                    .then(|| owner.frame.child_error(false))
+                    .then(|| owner.frame.child_error())
             })
         };
         if let Some(err) = stopped {
@@ -159,7 +161,7 @@ fn report<T>(owner: &Option<Owner>, panic: Panic) -> Outcome<T> {
 
 /// Spawns `fut` on `cx`'s executor as a child of `owner`'s scope (or as a root task).
 pub(crate) fn spawn<T, F>(
-    executor: &async_executor::Executor<'static>,
+    executor: &Executor<'static>,
     frame: Option<&Arc<Frame>>,
     fut: F,
 ) -> Child<T>
@@ -178,7 +180,7 @@ where
             None => {
                 // Cancelled or finished: the child is cancelled at once, `fut` never runs.
                 return Child {
-                    state: State::Refused(Some(frame.child_error(true))),
+                    state: State::Refused(Some(frame.refusal())),
                     ctl,
                     owned: false,
                 };
@@ -190,6 +192,7 @@ where
         fut: Some(fut),
         ctl: ctl.clone(),
         owner,
+        live: Token::new(Kind::Child),
     });
     Child {
         state: State::Task(Some(task)),

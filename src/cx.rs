@@ -5,12 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_executor::Executor;
-
 use crate::child::{self, Child};
 use crate::fencing::Fencing;
 use crate::reason::Reason;
 use crate::scope::Frame;
+use crate::sync::Executor;
 
 /// The explicit context handle: the bound [`Fencing`], the innermost enclosing scope, and the
 /// executor that children are spawned on.

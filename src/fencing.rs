@@ -226,7 +226,10 @@ impl Fencing {
     /// is dropped when the scope ends.
     ///
     /// If the future panics, the scope is torn down like for any other panic inside it and
-    /// the panic resumes from [`Scope::fence`] (or from [`run`](Fencing::run)).
+    /// the panic resumes from [`Scope::fence`] (or from [`run`](Fencing::run), at once): the
+    /// scope's reason is kind [`ReasonKind::Failed`], code `"panic"`, message
+    /// `"trigger panicked: …"`; a panic at entry means the body is never polled. The future is
+    /// not polled again after it panicked.
     ///
     /// # Examples
     ///
@@ -606,6 +609,7 @@ impl<F: Future> Future for Run<'_, F> {
                 let armed = this.armed.insert(Armed::arm(fencing));
                 let fired = armed.check(fencing, cx, false).unwrap_or_else(resume);
                 if !fired.is_empty() {
+                    *this.armed = None;
                     return Poll::Ready(Err(Cancelled::from_reasons(fired)));
                 }
                 armed
@@ -614,12 +618,15 @@ impl<F: Future> Future for Run<'_, F> {
 
         // The future first: a result that is ready is never thrown away.
         if let Poll::Ready(out) = this.fut.poll(cx) {
+            // The timer and listeners go now, not when this future is dropped.
+            *this.armed = None;
             return Poll::Ready(Ok(out));
         }
         let fired = armed.check(fencing, cx, true).unwrap_or_else(resume);
         if fired.is_empty() {
             Poll::Pending
         } else {
+            *this.armed = None;
             Poll::Ready(Err(Cancelled::from_reasons(fired)))
         }
     }

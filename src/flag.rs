@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 
 use event_listener::{Event, EventListener};
 
+use crate::instrument::{Kind, Token};
 use crate::reason::{Code, Reason, ReasonKind};
 use crate::sync::{lock, AtomicBool, Mutex, Ordering};
 
@@ -211,11 +212,7 @@ impl Flag {
     /// Polls for the flag: "try, listen, try again". Returns `Ready` once set.
     ///
     /// `listener` keeps the registration between polls.
-    pub(crate) fn poll_set(
-        &self,
-        listener: &mut Option<EventListener>,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
+    pub(crate) fn poll_set(&self, listener: &mut Listening, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             if self.is_set() {
                 *listener = None;
@@ -223,8 +220,8 @@ impl Flag {
             }
             match listener {
                 // Invariant 3: listen first, then look again at the top of the loop.
-                None => *listener = Some(self.inner.event.listen()),
-                Some(l) => {
+                None => *listener = Some((self.inner.event.listen(), Token::new(Kind::Listener))),
+                Some((l, _)) => {
                     if Pin::new(l).poll(cx).is_pending() {
                         return Poll::Pending;
                     }
@@ -262,8 +259,11 @@ impl fmt::Debug for Flag {
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Wait {
     flag: Flag,
-    listener: Option<EventListener>,
+    listener: Listening,
 }
+
+/// A flag listener kept between polls, counted while it lives (see `instrument`).
+pub(crate) type Listening = Option<(EventListener, Token)>;
 
 impl Future for Wait {
     type Output = ();

@@ -135,9 +135,11 @@
 
 mod child;
 mod cx;
+#[cfg(not(loom))]
 mod disconnect;
 mod fencing;
 mod flag;
+mod instrument;
 mod reason;
 mod scope;
 #[cfg(feature = "hyper")]
@@ -149,6 +151,7 @@ mod trigger;
 
 pub use child::Child;
 pub use cx::Cx;
+#[cfg(not(loom))]
 pub use disconnect::{WatchedStream, READ_AHEAD};
 pub use fencing::{on_deadline, on_flag, on_timeout, Fencing, Run};
 pub use flag::{Flag, Wait};
@@ -158,6 +161,24 @@ pub use scope::{Fence, Scope};
 pub use service::{serve_connection, FencedService, Respond, DISCONNECT};
 #[cfg(feature = "signal")]
 pub use signal::{shutdown_on, signal_name, NextSignal, Shutdown};
+
+/// Live counts of timers, flag listeners, entered scopes and child futures, for the crate's
+/// own leak tests (`tests/common`). Not part of the API; exists only with the hidden
+/// `__instrument` feature.
+#[cfg(feature = "__instrument")]
+#[doc(hidden)]
+pub mod __instrument {
+    pub use crate::instrument::{live, LiveCounts};
+}
+
+/// What the model tests of `tests/loom.rs` need that the public API does not give: the
+/// run-by-hand executor that stands in for async-executor under `--cfg loom`. Not part of the
+/// API; exists only in loom builds.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::sync::model::Executor;
+}
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -16,20 +16,29 @@
 //! 4. `record.frozen` is set when the fence decides to cancel; no reason is added after it.
 //!    So the reasons of `Err` are exactly [`Scope::reasons`], and triggers that fire later
 //!    are never recorded.
-//! 5. A member (child task or nested scope) is added to `members` only under its lock, and
-//!    only while neither `CANCELLED` nor `FINISHED` is set. Cancelling sets `CANCELLED` before
-//!    it walks `members` under the same lock, so every member is either refused or cancelled.
-//!    Finishing with `Ok` happens under that lock too, so no child is added after it.
+//! 5. A child is added to `members` only under its lock, and only while neither `CANCELLED`
+//!    nor `FINISHED` is set. Cancelling sets `CANCELLED` before it walks `members` under the
+//!    same lock, so every child is either refused or cancelled. Finishing with `Ok` happens
+//!    under that lock too, so no child is added after it. (Nested scopes are members too, to
+//!    be woken; see invariant 7.)
 //! 6. `live` counts the child tasks of this scope and of every scope nested in it whose
 //!    futures have not been dropped. It is raised before a child is spawned and lowered after
 //!    the child's future was dropped; the fence returns only when it is zero, so every child
 //!    future is gone when `fence` returns.
 //! 7. A scope defers to its ancestors: before it polls its body, and before it decides to
-//!    cancel on its own triggers, it looks at the running scopes above it. If one of them has
-//!    a flag set or its deadline passed, the outer scope owns the cancellation and this one
-//!    waits to be dropped. Only a scope that is polled although an ancestor has *decided*
-//!    cancelling (its `Cx` escaped into a task the ancestor does not own) ends on its own,
-//!    with the ancestor's reasons.
+//!    cancel on its own triggers (so, at entry, *after* it checked them: a trigger it shares
+//!    with an ancestor and saw fired is then seen fired there too, as flags and time only go
+//!    forward), it looks at the scopes above it, having registered its waker first. If one that has not
+//!    returned has a flag set, its deadline passed, or has decided to cancel, that outer scope
+//!    owns the cancellation and this one waits to be dropped (it never returns `Err` for it;
+//!    once the outer scope has decided, this one cancels its own children, which the outer
+//!    one waits for). An ancestor drops everything it owns before it returns, so a scope
+//!    still polled after an ancestor that decided has *returned* escaped it (its `Cx` went to
+//!    a task the ancestor does not own): only then does it end on its own, with the reasons
+//!    of the outermost such ancestor. So does a scope entered with the `Cx` of a scope that
+//!    was cancelled and has returned: it is cancelled at entry, its body never polled. To hear of that, a scope registers at entry with every
+//!    ancestor that has not finished (cancelling or not) and is woken when one decides or
+//!    returns.
 
 use std::fmt;
 use std::future::Future;
@@ -45,6 +54,7 @@ use slab::Slab;
 use crate::child::Ctl;
 use crate::cx::Cx;
 use crate::fencing::Fencing;
+use crate::instrument::{Kind, Token};
 use crate::reason::{internal, push_unique, Cancelled, Reason};
 use crate::sync::{lock, AtomicU8, AtomicUsize, Mutex, Ordering, WakerSlot};
 use crate::trigger::{Armed, LazyNow, Panic};
@@ -198,6 +208,16 @@ impl Shared {
         Some(key)
     }
 
+    /// Adds a nested scope to be woken when this one decides or finishes. Unlike a child it
+    /// is taken while cancelling too, and refused only once finished (invariant 7).
+    fn add_nested(&self, nested: &Arc<Shared>) -> Option<usize> {
+        let mut members = lock(&self.members);
+        if self.state() & FINISHED != 0 {
+            return None;
+        }
+        Some(members.insert(Member::Nested(nested.clone())))
+    }
+
     fn remove_member(&self, key: usize) {
         lock(&self.members).try_remove(key);
     }
@@ -222,15 +242,21 @@ pub(crate) struct Frame {
     shared: Arc<Shared>,
     parent: Option<Arc<Frame>>,
     deadline: Option<Instant>,
+    _live: Token,
 }
 
 /// What a scope finds when it looks at its ancestors (invariant 7).
 enum Probe {
     Clear,
-    /// An ancestor will cancel: wait to be dropped.
-    Firing,
-    /// An ancestor has decided to cancel, with these reasons.
-    Decided(Vec<Reason>),
+    /// An ancestor will cancel (`deciding: false`) or has decided to and has not returned
+    /// (`deciding: true`): it owns the cancellation, and this scope waits to be dropped.
+    Owned {
+        deciding: bool,
+    },
+    /// Every ancestor that decided to cancel has already returned, yet this scope is still
+    /// polled: its `Cx` escaped into a task they did not own. It ends with the reasons of
+    /// the outermost of them.
+    Escaped(Vec<Reason>),
 }
 
 impl Frame {
@@ -239,11 +265,14 @@ impl Frame {
         std::iter::successors(Some(self), |f| f.parent.as_deref())
     }
 
-    /// The nearest frame of this chain whose scope is still running.
-    fn nearest_running(self: &Arc<Frame>) -> Option<Arc<Frame>> {
+    /// The nearest frame of this chain whose scope is still running or was cancelled: one
+    /// that returned `Ok` (or was dropped) has no say over a scope entered below it any more,
+    /// but one that was cancelled still cancels it at entry (invariant 7).
+    fn nearest_in_force(self: &Arc<Frame>) -> Option<Arc<Frame>> {
         let mut frame = Some(self);
         while let Some(f) = frame {
-            if f.shared.state() & FINISHED == 0 {
+            let state = f.shared.state();
+            if state & FINISHED == 0 || state & CANCELLED != 0 {
                 return Some(f.clone());
             }
             frame = f.parent.as_ref();
@@ -264,19 +293,26 @@ impl Frame {
             .unwrap_or_default()
     }
 
-    /// Why a child of this scope was stopped (`refused`: never started, because the scope no
-    /// longer takes children): the reasons of the nearest cancelled scope, or else "scope
-    /// finished" for a refused child and "scope dropped" for a started one.
-    pub(crate) fn child_error(&self, refused: bool) -> Cancelled {
+    /// Why a child of this scope was stopped by its scope: the reasons of the cancelled scope,
+    /// or else `scope-dropped` (a scope that is not cancelled stops its children only when its
+    /// fence is dropped before it returned).
+    pub(crate) fn child_error(&self) -> Cancelled {
+        self.error_or(internal::scope_dropped)
+    }
+
+    /// Why a spawn on this scope was refused: the reasons of the cancelled scope, or else
+    /// `scope-finished` (the scope is not cancelled, so it has finished).
+    pub(crate) fn refusal(&self) -> Cancelled {
+        self.error_or(internal::scope_finished)
+    }
+
+    fn error_or(&self, otherwise: fn() -> Reason) -> Cancelled {
         let reasons = self.reasons();
-        if !reasons.is_empty() {
-            return Cancelled::from_reasons(reasons);
-        }
-        Cancelled::new(if refused {
-            internal::scope_finished()
+        if reasons.is_empty() {
+            Cancelled::new(otherwise())
         } else {
-            internal::scope_dropped()
-        })
+            Cancelled::from_reasons(reasons)
+        }
     }
 
     /// Adds a child: `Some(key)` with `live` raised along the chain, or `None` if the scope
@@ -313,25 +349,33 @@ impl Frame {
         }
     }
 
-    /// Looks at the running ancestors (invariant 7).
+    /// Looks at the ancestors (invariant 7).
     fn probe(&self) -> Probe {
         let mut now = LazyNow::default();
-        let mut probe = Probe::Clear;
+        let (mut firing, mut deciding) = (false, false);
+        let mut escaped = None;
         for frame in self.chain().skip(1) {
             let state = frame.shared.state();
-            if state & FINISHED != 0 {
-                continue;
-            }
-            if state & CANCELLED != 0 {
-                // The outermost decided ancestor owns it: keep going up.
-                probe = Probe::Decided(frame.shared.reasons());
-            } else if matches!(probe, Probe::Clear)
-                && Armed::would_fire(&frame.shared.fencing, frame.deadline, &mut now)
-            {
-                probe = Probe::Firing;
+            match (state & CANCELLED != 0, state & FINISHED != 0) {
+                // Returned `Ok` or dropped: owns nothing any more.
+                (false, true) => {}
+                // Decided and returned: this scope escaped it; the outermost one speaks.
+                (true, true) => escaped = Some(frame),
+                // Deciding: it drops everything it owns before it returns.
+                (true, false) => deciding = true,
+                (false, false) => {
+                    firing = firing
+                        || Armed::would_fire(&frame.shared.fencing, frame.deadline, &mut now);
+                }
             }
         }
-        probe
+        if firing || deciding {
+            Probe::Owned { deciding }
+        } else if let Some(frame) = escaped {
+            Probe::Escaped(frame.shared.reasons())
+        } else {
+            Probe::Clear
+        }
     }
 }
 
@@ -398,14 +442,31 @@ impl Scope {
     /// - **Children**: `fence` returns only when the body and every child have finished; a
     ///   trigger that fires while it waits for children cancels them (`Err`). When `fence`
     ///   returns, every child's future has been dropped.
-    /// - **Nesting**: if an enclosing scope watches a trigger that fired, the enclosing scope
-    ///   owns the cancellation: this `fence` never returns, and is dropped with it.
+    /// - **Nesting**: if an enclosing scope watches a trigger that fired, or has decided to
+    ///   cancel (even while this `fence` is being polled), the enclosing scope owns the
+    ///   cancellation: this `fence` never returns, and is dropped with it. Only a fence whose
+    ///   `cx` escaped into a task the enclosing scope does not own, and which is still polled
+    ///   after that scope returned, ends on its own with that scope's reasons; so does one
+    ///   entered with the `cx` of a scope that was cancelled and has returned (its body is
+    ///   never polled).
     /// - **Panics** in the body, a child (while polled or dropped) or a custom trigger
-    ///   cancel the scope with a [`ReasonKind::Failed`](crate::ReasonKind::Failed) reason; once
-    ///   every child is torn down, the first panic resumes from `fence`.
+    ///   cancel the scope with a [`ReasonKind::Failed`](crate::ReasonKind::Failed) reason
+    ///   (code `"panic"`); once every child is torn down, the first panic resumes from
+    ///   `fence`. In detail:
+    ///   - a child that panics while the scope is already cancelling (or whose `Drop` panics
+    ///     as it is torn down): teardown completes, then the panic resumes; the reasons are
+    ///     those frozen when the scope decided, without a `Failed` one;
+    ///   - a custom trigger ([`Fencing::when`]) whose future panics, at entry or later: the
+    ///     body is never polled (at entry) or dropped, the children are torn down, and the
+    ///     panic resumes; the reason says `"trigger panicked: …"`;
+    ///   - a child whose `Drop` panics after it finished: its handle still gives its value,
+    ///     but the scope is cancelled (reason `"child panicked: …"`), the siblings are torn
+    ///     down and the panic resumes.
     ///
     /// A body that never yields cannot be interrupted: cancellation is observed at its next
-    /// `Pending`. Children run on the executor of `cx`, which must be running for them (and
+    /// `Pending`. A body that blocks past its timeout and then completes returns `Ok` (rule 4:
+    /// the body is polled first); one that blocks and then yields is dropped at that yield,
+    /// and `fence` returns `Err` with the timeout. Children run on the executor of `cx`, which must be running for them (and
     /// for their teardown) to make progress.
     ///
     /// # Panics
@@ -452,7 +513,7 @@ impl Scope {
             output: None,
             armed: None,
             frame: None,
-            parent_key: None,
+            watching: Vec::new(),
             phase: Phase::Idle,
         }
     }
@@ -568,6 +629,8 @@ impl fmt::Debug for Scope {
 enum Phase {
     /// Not polled yet.
     Idle,
+    /// Entered (armed, registered); the entry checks have not let the body start yet.
+    Entering,
     /// The body runs.
     Running,
     /// The body is done; waiting for the children.
@@ -608,7 +671,7 @@ pin_project! {
         output: Option<Fut::Output>,
         armed: Option<Armed>,
         frame: Option<Arc<Frame>>,
-        parent_key: Option<usize>,
+        watching: Vec<(Arc<Shared>, usize)>,
         phase: Phase,
     }
 
@@ -618,7 +681,10 @@ pin_project! {
     {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if !matches!(*this.phase, Phase::Running | Phase::Joining | Phase::Teardown) {
+            if !matches!(
+                *this.phase,
+                Phase::Entering | Phase::Running | Phase::Joining | Phase::Teardown
+            ) {
                 return;
             }
             // Dropped before it returned: the body goes now, the children are cancelled, and
@@ -630,7 +696,7 @@ pin_project! {
             }
             this.shared.state.fetch_or(FINISHED, Ordering::AcqRel);
             this.shared.wake_members();
-            unregister(this.frame, this.parent_key);
+            unregister(this.watching);
         }
     }
 }
@@ -644,13 +710,20 @@ fn drop_body<Fut>(body: Pin<&mut Option<Fut>>) -> Result<(), Panic> {
     catch_unwind(AssertUnwindSafe(|| body.set(None)))
 }
 
-/// Removes a finished scope from its parent's members.
-fn unregister(frame: &Option<Arc<Frame>>, parent_key: &mut Option<usize>) {
-    if let (Some(parent), Some(key)) = (
-        frame.as_ref().and_then(|f| f.parent.as_ref()),
-        parent_key.take(),
-    ) {
-        parent.shared.remove_member(key);
+/// Removes a finished scope from the members of the ancestors it watched.
+fn unregister(watching: &mut Vec<(Arc<Shared>, usize)>) {
+    for (ancestor, key) in watching.drain(..) {
+        ancestor.remove_member(key);
+    }
+}
+
+/// The scope waits to be dropped by the ancestor that owns its cancellation (invariant 7);
+/// the caller registered its waker before it probed, and returns `Pending`. Once that
+/// ancestor has decided, this scope's children are cancelled now: if this scope escaped it,
+/// nobody else would, and the ancestor waits for them.
+fn wait_for_owner(shared: &Shared, deciding: bool) {
+    if deciding {
+        shared.wake_members();
     }
 }
 
@@ -664,6 +737,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let shared: &Shared = this.shared;
+        // The first entry check runs on the poll that armed the scope, against the instant of
+        // arming; a later one (after waiting for an ancestor) registers like any other check.
+        let mut just_armed = false;
         loop {
             match *this.phase {
                 Phase::Idle => {
@@ -676,61 +752,79 @@ where
                         );
                     }
                     let armed = this.armed.insert(Armed::arm(&shared.fencing));
-                    let parent = this.cx.frame.as_ref().and_then(Frame::nearest_running);
+                    just_armed = true;
+                    let parent = this.cx.frame.as_ref().and_then(Frame::nearest_in_force);
                     let frame = Arc::new(Frame {
                         shared: this.shared.clone(),
                         parent,
                         deadline: armed.deadline(),
+                        _live: Token::new(Kind::Frame),
                     });
-                    if let Some(parent) = &frame.parent {
-                        *this.parent_key = parent
-                            .shared
-                            .add_member(Member::Nested(this.shared.clone()), || {});
+                    // Invariant 7: be woken when any ancestor decides or returns.
+                    for ancestor in frame.chain().skip(1) {
+                        if let Some(key) = ancestor.shared.add_nested(this.shared) {
+                            this.watching.push((ancestor.shared.clone(), key));
+                        }
                     }
-                    *this.frame = Some(frame.clone());
-                    *this.phase = Phase::Running;
+                    *this.frame = Some(frame);
+                    *this.phase = Phase::Entering;
+                }
+                Phase::Entering => {
+                    let frame = this.frame.as_ref().expect("entered scopes have a frame");
+                    let armed = this.armed.as_mut().expect("entered scopes are armed");
 
-                    // Entry (rule 3): an ancestor, a cancel before entry, triggers already due.
-                    match frame.probe() {
-                        Probe::Clear => {}
-                        Probe::Firing => {
-                            shared.waker.register(cx.waker());
-                            return Poll::Pending;
-                        }
-                        Probe::Decided(reasons) => {
-                            shared.decide(reasons);
-                            *this.phase = Phase::Teardown;
-                            continue;
-                        }
+                    // Entry (rule 3): triggers already due, a cancel before entry, and the
+                    // ancestors. Register first: an ancestor that decides or returns after
+                    // the look wakes us (no lost wake-up).
+                    if frame.parent.is_some() || !just_armed {
+                        shared.waker.register(cx.waker());
                     }
-                    let fired = match armed.check(&shared.fencing, cx, false) {
+                    let fired = match armed.check(&shared.fencing, cx, !just_armed) {
                         Ok(fired) => fired,
                         Err(panic) => {
                             let _ = shared.fail(panic, "trigger");
                             Vec::new()
                         }
                     };
+                    // The ancestors after the triggers: a trigger shared with an ancestor that
+                    // was seen fired is seen fired there too (flags and time only go forward),
+                    // and the ancestor owns it (invariant 7).
+                    match frame.probe() {
+                        Probe::Clear => {}
+                        Probe::Owned { deciding } => {
+                            wait_for_owner(shared, deciding);
+                            return Poll::Pending;
+                        }
+                        Probe::Escaped(reasons) => {
+                            shared.decide(reasons);
+                            *this.phase = Phase::Teardown;
+                            continue;
+                        }
+                    }
                     if !fired.is_empty() || shared.is_cancelled() {
                         shared.decide(fired);
                         *this.phase = Phase::Teardown;
                         continue;
                     }
                     if let Some(make_body) = this.make_body.take() {
-                        let body_cx = this.cx.enter(frame);
+                        let body_cx = this.cx.enter(frame.clone());
                         this.body.set(Some(make_body(body_cx)));
                     }
+                    *this.phase = Phase::Running;
                 }
                 Phase::Running | Phase::Joining => {
                     let frame = this.frame.as_ref().expect("entered scopes have a frame");
                     // Invariant 7: an enclosing scope that is about to cancel owns it.
+                    // Register first, as at entry.
                     if frame.parent.is_some() {
+                        shared.waker.register(cx.waker());
                         match frame.probe() {
                             Probe::Clear => {}
-                            Probe::Firing => {
-                                shared.waker.register(cx.waker());
+                            Probe::Owned { deciding } => {
+                                wait_for_owner(shared, deciding);
                                 return Poll::Pending;
                             }
-                            Probe::Decided(reasons) => {
+                            Probe::Escaped(reasons) => {
                                 shared.decide(reasons);
                                 *this.phase = Phase::Teardown;
                                 continue;
@@ -770,7 +864,9 @@ where
                     }
                     if *this.phase == Phase::Joining && shared.try_finish_ok() {
                         *this.phase = Phase::Done;
-                        finish(shared, this.frame, this.parent_key);
+                        finish(shared, this.watching);
+                        // The timer and listeners go now, not when this future is dropped.
+                        *this.armed = None;
                         let out = this.output.take().expect("a joined body left its output");
                         return Poll::Ready(Ok(out));
                     }
@@ -790,8 +886,11 @@ where
                                 shared.decide(fired);
                                 *this.phase = Phase::Teardown;
                             }
-                            Probe::Firing => return Poll::Pending,
-                            Probe::Decided(reasons) => {
+                            Probe::Owned { deciding } => {
+                                wait_for_owner(shared, deciding);
+                                return Poll::Pending;
+                            }
+                            Probe::Escaped(reasons) => {
                                 shared.decide(reasons);
                                 *this.phase = Phase::Teardown;
                             }
@@ -820,7 +919,8 @@ where
                     }
                     shared.state.fetch_or(FINISHED, Ordering::AcqRel);
                     *this.phase = Phase::Done;
-                    finish(shared, this.frame, this.parent_key);
+                    finish(shared, this.watching);
+                    *this.armed = None;
                     let (reasons, panic) = {
                         let mut record = lock(&shared.record);
                         (record.reasons.clone(), record.panic.take())
@@ -836,9 +936,9 @@ where
     }
 }
 
-/// After the fence returned: leave the parent, and wake nested scopes that wait on us.
-fn finish(shared: &Shared, frame: &Option<Arc<Frame>>, parent_key: &mut Option<usize>) {
-    unregister(frame, parent_key);
+/// After the fence returned: leave the ancestors, and wake nested scopes that wait on us.
+fn finish(shared: &Shared, watching: &mut Vec<(Arc<Shared>, usize)>) {
+    unregister(watching);
     shared.wake_members();
 }
 

@@ -18,12 +18,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use async_io::Timer;
-use event_listener::EventListener;
 use futures_lite::future::Future;
 
 use crate::fencing::{anchor_at, Due, Fencing, MessageFuture, Trigger};
+use crate::flag::Listening;
+use crate::instrument::{Kind, Token};
 use crate::reason::Reason;
+use crate::sync::Timer;
 
 /// A panic payload caught while polling a custom trigger.
 pub(crate) type Panic = Box<dyn Any + Send>;
@@ -41,13 +42,13 @@ pub(crate) struct Armed {
 struct TimeSlot {
     index: usize,
     at: Instant,
-    timer: Option<Timer>,
+    timer: Option<(Timer, Token)>,
     fired: bool,
 }
 
 enum Slot {
     Time,
-    Flag(Option<EventListener>),
+    Flag(Listening),
     When(MessageFuture),
     Fired(String),
 }
@@ -168,9 +169,9 @@ impl Armed {
             if !register {
                 return false;
             }
-            slot.timer = Some(Timer::at(slot.at));
+            slot.timer = Some((Timer::at(slot.at), Token::new(Kind::Timer)));
         }
-        if let Some(timer) = slot.timer.as_mut() {
+        if let Some((timer, _)) = slot.timer.as_mut() {
             if Pin::new(timer).poll(cx).is_ready() {
                 slot.fired = true;
                 slot.timer = None;

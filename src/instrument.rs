@@ -1,0 +1,86 @@
+//! Live counts of what a scope creates and must free (timers, flag listeners, entered scopes,
+//! child futures), for the crate's own leak tests.
+//!
+//! A [`Token`] is made beside each such value and dropped with it. With the hidden
+//! `__instrument` feature a token counts itself in a global; without it, it is a zero-sized
+//! type with no `Drop`, so normal builds pay nothing.
+
+#[cfg(feature = "__instrument")]
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// What a [`Token`] counts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Kind {
+    /// A timer armed by a scope or `Fencing::run`.
+    Timer = 0,
+    /// A flag listener (`Flag::wait` or a watched flag).
+    Listener = 1,
+    /// An entered scope (its frame, which every `Cx` inside points to).
+    Frame = 2,
+    /// A child task's future with its wrapper.
+    Child = 3,
+}
+
+#[cfg(feature = "__instrument")]
+static LIVE: [AtomicUsize; 4] = [
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+    AtomicUsize::new(0),
+];
+
+/// Counts one live value of a [`Kind`] while it exists.
+#[derive(Debug)]
+pub(crate) struct Token {
+    #[cfg(feature = "__instrument")]
+    kind: Kind,
+}
+
+impl Token {
+    #[inline]
+    pub(crate) fn new(kind: Kind) -> Token {
+        #[cfg(feature = "__instrument")]
+        {
+            LIVE[kind as usize].fetch_add(1, Ordering::SeqCst);
+            Token { kind }
+        }
+        #[cfg(not(feature = "__instrument"))]
+        {
+            let _ = kind;
+            Token {}
+        }
+    }
+}
+
+#[cfg(feature = "__instrument")]
+impl Drop for Token {
+    fn drop(&mut self) {
+        LIVE[self.kind as usize].fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many of each counted value are alive in the whole process.
+#[cfg(feature = "__instrument")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveCounts {
+    /// Armed timers.
+    pub timers: usize,
+    /// Flag listeners.
+    pub listeners: usize,
+    /// Entered scopes whose frame is still referenced.
+    pub frames: usize,
+    /// Child futures (with their wrappers) not yet dropped.
+    pub children: usize,
+}
+
+/// Returns the live counts.
+#[cfg(feature = "__instrument")]
+pub fn live() -> LiveCounts {
+    let get = |kind: Kind| LIVE[kind as usize].load(Ordering::SeqCst);
+    LiveCounts {
+        timers: get(Kind::Timer),
+        listeners: get(Kind::Listener),
+        frames: get(Kind::Frame),
+        children: get(Kind::Child),
+    }
+}
