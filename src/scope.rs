@@ -659,7 +659,8 @@ where
                              make a new one with `Fencing::scope` for each region"
                         );
                     }
-                    let armed = this.armed.insert(Armed::arm(&shared.fencing));
+                    let (armed, entry_now) = Armed::arm(&shared.fencing);
+                    let armed = this.armed.insert(armed);
                     let parent = this.cx.frame.as_ref().and_then(Frame::nearest_running);
                     let frame = Arc::new(Frame {
                         shared: this.shared.clone(),
@@ -687,7 +688,7 @@ where
                             continue;
                         }
                     }
-                    let fired = match armed.check(&shared.fencing, cx, false) {
+                    let fired = match armed.check_entry(&shared.fencing, cx, entry_now) {
                         Ok(fired) => fired,
                         Err(panic) => {
                             let _ = shared.fail(panic, "trigger");
