@@ -1,14 +1,17 @@
 //! [`Scope`]: one fenced region, its state machine, and the future of [`Scope::fence`].
 //!
-//! A `Scope` owns a `Shared` (state, reasons, members). Entering it makes a `Frame`: the
-//! immutable facts of this entry (its parent frame and its armed deadline), which every `Cx`
-//! inside points to. Frames form the tree that rule 5 (ownership in nesting) walks.
+//! A `Scope` owns a `Shared` (state, reasons, members). Entering it fixes its `Entry` once:
+//! the immutable facts of this entry (its parent scope and its armed deadline). Every `Cx`
+//! inside points to the entered `Shared` (called a `Frame` there), so entering allocates
+//! nothing more; the parents form the tree that rule 5 (ownership in nesting) walks.
 //!
 //! # Invariants
 //!
 //! 1. `ENTERED` is set once, by the first poll of a [`Fence`]; a second entry panics.
 //! 2. `CANCELLED` is never cleared. It is set while holding the `record` lock, together with
-//!    at least one reason, so whoever sees it and then takes the lock finds a reason.
+//!    at least one reason, so whoever sees it and then takes the lock finds a reason. The
+//!    record itself is allocated on the first reason or panic: a scope that is never
+//!    cancelled holds none.
 //! 3. `FINISHED` is set once: when the fence returns, or when its future is dropped early.
 //!    A fence returns `Ok` only through one compare-and-swap from a state without
 //!    `CANCELLED` to one with `FINISHED`; `Scope::cancel` sets `CANCELLED` only through a
@@ -19,7 +22,8 @@
 //! 5. A member (child task or nested scope) is added to `members` only under its lock, and
 //!    only while neither `CANCELLED` nor `FINISHED` is set. Cancelling sets `CANCELLED` before
 //!    it walks `members` under the same lock, so every member is either refused or cancelled.
-//!    Finishing with `Ok` happens under that lock too, so no child is added after it.
+//!    Finishing with `Ok` happens under that lock too, so no child is added after it, and the
+//!    members still there (nested scopes of an escaped `Cx`) are woken under that same lock.
 //! 6. `live` counts the child tasks of this scope and of every scope nested in it whose
 //!    futures have not been dropped. It is raised before a child is spawned and lowered after
 //!    the child's future was dropped; the fence returns only when it is zero, so every child
@@ -30,12 +34,15 @@
 //!    waits to be dropped. Only a scope that is polled although an ancestor has *decided*
 //!    cancelling (its `Cx` escaped into a task the ancestor does not own) ends on its own,
 //!    with the ancestor's reasons.
+//! 8. `entry` is set once, at entry, before any `Cx` points to this scope, and never changes.
+//!    A nested scope holds its parent through it; the parent holds the nested scope in
+//!    `members` only until the nested fence returns or is dropped, so no cycle outlives it.
 
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -57,11 +64,25 @@ const FINISHED: u8 = 4;
 pub(crate) struct Shared {
     fencing: Fencing,
     state: AtomicU8,
-    record: Mutex<Record>,
+    /// Reasons, frozen flag and first panic; allocated when first needed (invariant 2).
+    record: Mutex<Option<Box<Record>>>,
     /// The waker of the fence future (invariants 3, 6).
     waker: WakerSlot,
     members: Mutex<Slab<Member>>,
     live: AtomicUsize,
+    /// Set once at entry (invariant 8).
+    entry: OnceLock<Entry>,
+}
+
+/// An entered scope, as every `Cx` inside it sees it.
+pub(crate) type Frame = Shared;
+
+/// The immutable facts of one entry (invariant 8).
+struct Entry {
+    /// The nearest enclosing scope still running at entry.
+    parent: Option<Arc<Shared>>,
+    /// The instant the armed time trigger fires.
+    deadline: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -84,29 +105,39 @@ impl Shared {
         Shared {
             fencing,
             state: AtomicU8::new(0),
-            record: Mutex::new(Record::default()),
+            record: Mutex::new(None),
             waker: WakerSlot::new(),
             members: Mutex::new(Slab::new()),
             live: AtomicUsize::new(0),
+            entry: OnceLock::new(),
         }
+    }
+
+    /// The enclosing scope this one was entered in, if any.
+    fn parent(&self) -> Option<&Arc<Shared>> {
+        self.entry.get().and_then(|e| e.parent.as_ref())
     }
 
     fn state(&self) -> u8 {
         self.state.load(Ordering::Acquire)
     }
 
-    fn is_cancelled(&self) -> bool {
+    fn is_cancelled_here(&self) -> bool {
         self.state() & CANCELLED != 0
     }
 
-    fn reasons(&self) -> Vec<Reason> {
-        lock(&self.record).reasons.clone()
+    fn reasons_here(&self) -> Vec<Reason> {
+        lock(&self.record)
+            .as_ref()
+            .map(|r| r.reasons.clone())
+            .unwrap_or_default()
     }
 
     /// Records `reason` and marks the scope cancelled, unless it is frozen or finished.
     fn request_cancel(&self, reason: Reason) {
         {
             let mut record = lock(&self.record);
+            let record = record.get_or_insert_with(Box::default);
             if record.frozen || !self.set_cancelled() {
                 return;
             }
@@ -137,12 +168,13 @@ impl Shared {
     /// Keeps the first panic caught inside the scope and cancels the scope for it.
     ///
     /// Returns `false` if the scope has finished and the panic must go elsewhere.
-    fn fail(&self, payload: Panic, what: &str) -> Result<(), Panic> {
+    fn fail_here(&self, payload: Panic, what: &str) -> Result<(), Panic> {
         {
             let mut record = lock(&self.record);
             if self.state() & FINISHED != 0 {
                 return Err(payload);
             }
+            let record = record.get_or_insert_with(Box::default);
             let reason = internal::panicked(what, &*payload);
             record.panic.get_or_insert(payload);
             if !record.frozen && self.set_cancelled() {
@@ -158,6 +190,7 @@ impl Shared {
     fn decide(&self, fired: Vec<Reason>) {
         {
             let mut record = lock(&self.record);
+            let record = record.get_or_insert_with(Box::default);
             if !record.frozen {
                 for reason in fired {
                     push_unique(&mut record.reasons, reason);
@@ -174,12 +207,7 @@ impl Shared {
 
     /// Cancels every child and wakes every nested scope.
     fn wake_members(&self) {
-        for (_, member) in lock(&self.members).iter() {
-            match member {
-                Member::Child(ctl) => ctl.cancel_by_scope(),
-                Member::Nested(shared) => shared.waker.wake(),
-            }
-        }
+        wake_all(&lock(&self.members));
     }
 
     /// Adds a member unless the scope is cancelled or finished (invariant 5).
@@ -197,14 +225,15 @@ impl Shared {
         lock(&self.members).try_remove(key);
     }
 
-    /// Finishes with `Ok` if no child is live and nobody cancelled (invariants 3, 5, 6).
+    /// Finishes with `Ok` if no child is live and nobody cancelled, and wakes the members
+    /// left (invariants 3, 5, 6).
     fn try_finish_ok(&self) -> bool {
-        let _members = lock(&self.members);
+        let members = lock(&self.members);
         if self.live.load(Ordering::Acquire) != 0 {
             return false;
         }
         let state = self.state();
-        state & CANCELLED == 0
+        let finished = state & CANCELLED == 0
             && self
                 .state
                 .compare_exchange(
@@ -213,15 +242,22 @@ impl Shared {
                     Ordering::AcqRel,
                     Ordering::Acquire,
                 )
-                .is_ok()
+                .is_ok();
+        if finished {
+            wake_all(&members);
+        }
+        finished
     }
 }
 
-/// One entry of a scope: what every `Cx` inside it points to.
-pub(crate) struct Frame {
-    shared: Arc<Shared>,
-    parent: Option<Arc<Frame>>,
-    deadline: Option<Instant>,
+/// Cancels every child and wakes every nested scope of `members`.
+fn wake_all(members: &Slab<Member>) {
+    for (_, member) in members.iter() {
+        match member {
+            Member::Child(ctl) => ctl.cancel_by_scope(),
+            Member::Nested(shared) => shared.waker.wake(),
+        }
+    }
 }
 
 /// What a scope finds when it looks at its ancestors (invariant 7).
@@ -236,41 +272,41 @@ enum Probe {
 impl Frame {
     /// This frame and its ancestors, innermost first.
     fn chain(&self) -> impl Iterator<Item = &Frame> {
-        std::iter::successors(Some(self), |f| f.parent.as_deref())
+        std::iter::successors(Some(self), |f| f.parent().map(|p| &**p))
     }
 
     /// The nearest frame of this chain whose scope is still running.
     fn nearest_running(self: &Arc<Frame>) -> Option<Arc<Frame>> {
         let mut frame = Some(self);
         while let Some(f) = frame {
-            if f.shared.state() & FINISHED == 0 {
+            if f.state() & FINISHED == 0 {
                 return Some(f.clone());
             }
-            frame = f.parent.as_ref();
+            frame = f.parent();
         }
         None
     }
 
     /// `true` if this scope or an enclosing one has decided to cancel.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.chain().any(|f| f.shared.is_cancelled())
+        self.chain().any(|f| f.is_cancelled_here())
     }
 
     /// The reasons of the nearest cancelled scope of this chain.
     pub(crate) fn reasons(&self) -> Vec<Reason> {
         self.chain()
-            .find(|f| f.shared.is_cancelled())
-            .map(|f| f.shared.reasons())
+            .find(|f| f.is_cancelled_here())
+            .map(|f| f.reasons_here())
             .unwrap_or_default()
     }
 
     /// Why a child of this scope was stopped by its scope.
     pub(crate) fn child_error(&self) -> Cancelled {
-        let reasons = self.reasons();
+        let reasons = self.reasons_here();
         if !reasons.is_empty() {
             return Cancelled::from_reasons(reasons);
         }
-        let finished = self.shared.state() & FINISHED != 0;
+        let finished = self.state() & FINISHED != 0;
         Cancelled::new(if finished {
             internal::scope_dropped()
         } else {
@@ -281,22 +317,22 @@ impl Frame {
     /// Adds a child: `Some(key)` with `live` raised along the chain, or `None` if the scope
     /// no longer takes children.
     pub(crate) fn add_child(&self, ctl: Arc<Ctl>) -> Option<usize> {
-        if self.is_cancelled() {
+        if self.is_cancelled_here() {
             return None;
         }
-        self.shared.add_member(Member::Child(ctl), || {
+        self.add_member(Member::Child(ctl), || {
             for frame in self.chain() {
-                frame.shared.live.fetch_add(1, Ordering::AcqRel);
+                frame.live.fetch_add(1, Ordering::AcqRel);
             }
         })
     }
 
     /// Removes a child whose future has been dropped, and lowers `live` along the chain.
     pub(crate) fn release_child(&self, key: usize) {
-        self.shared.remove_member(key);
+        self.remove_member(key);
         for frame in self.chain() {
-            if frame.shared.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-                frame.shared.waker.wake();
+            if frame.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+                frame.waker.wake();
             }
         }
     }
@@ -305,11 +341,16 @@ impl Frame {
     pub(crate) fn fail(&self, payload: Panic, what: &str) {
         let mut payload = payload;
         for frame in self.chain() {
-            match frame.shared.fail(payload, what) {
+            match frame.fail_here(payload, what) {
                 Ok(()) => return,
                 Err(back) => payload = back,
             }
         }
+    }
+
+    /// The instant this entered scope's armed time trigger fires.
+    fn deadline(&self) -> Option<Instant> {
+        self.entry.get().and_then(|e| e.deadline)
     }
 
     /// Looks at the running ancestors (invariant 7).
@@ -317,15 +358,15 @@ impl Frame {
         let mut now = LazyNow::default();
         let mut probe = Probe::Clear;
         for frame in self.chain().skip(1) {
-            let state = frame.shared.state();
+            let state = frame.state();
             if state & FINISHED != 0 {
                 continue;
             }
             if state & CANCELLED != 0 {
                 // The outermost decided ancestor owns it: keep going up.
-                probe = Probe::Decided(frame.shared.reasons());
+                probe = Probe::Decided(frame.reasons_here());
             } else if matches!(probe, Probe::Clear)
-                && Armed::would_fire(&frame.shared.fencing, frame.deadline, &mut now)
+                && Armed::would_fire(&frame.fencing, frame.deadline(), &mut now)
             {
                 probe = Probe::Firing;
             }
@@ -445,12 +486,11 @@ impl Scope {
     {
         Fence {
             shared: self.shared.clone(),
-            cx: cx.clone(),
+            cx: Some(cx.clone()),
             make_body: Some(body),
             body: None,
             output: None,
             armed: None,
-            frame: None,
             parent_key: None,
             phase: Phase::Idle,
         }
@@ -499,7 +539,7 @@ impl Scope {
     /// assert!(!scope.is_cancelled());
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        self.shared.is_cancelled()
+        self.shared.is_cancelled_here()
     }
 
     /// Returns the reasons recorded so far, in order; empty unless cancelled.
@@ -515,7 +555,7 @@ impl Scope {
     /// assert_eq!(scope.reasons().len(), 2);
     /// ```
     pub fn reasons(&self) -> Vec<Reason> {
-        self.shared.reasons()
+        self.shared.reasons_here()
     }
 
     /// Returns `true` if a recorded reason has this code.
@@ -532,9 +572,8 @@ impl Scope {
     /// ```
     pub fn cancelled_by(&self, code: &str) -> bool {
         lock(&self.shared.record)
-            .reasons
-            .iter()
-            .any(|r| r.code() == code)
+            .as_ref()
+            .is_some_and(|r| r.reasons.iter().any(|r| r.code() == code))
     }
 
     /// Returns the fencing this scope arms.
@@ -585,13 +624,13 @@ pin_project! {
         Fut: Future,
     {
         shared: Arc<Shared>,
-        cx: Cx,
+        // The caller's `Cx`, until entry moves it into the body's.
+        cx: Option<Cx>,
         make_body: Option<F>,
         #[pin]
         body: Option<Fut>,
         output: Option<Fut::Output>,
         armed: Option<Armed>,
-        frame: Option<Arc<Frame>>,
         parent_key: Option<usize>,
         phase: Phase,
     }
@@ -608,13 +647,13 @@ pin_project! {
             // Dropped before it returned: the body goes now, the children are cancelled, and
             // the scope counts as finished, neither `Ok` nor cancelled (invariant 3).
             if let Err(panic) = drop_body(this.body) {
-                if let Some(parent) = this.frame.as_ref().and_then(|f| f.parent.as_ref()) {
+                if let Some(parent) = this.shared.parent() {
                     parent.fail(panic, "body");
                 }
             }
             this.shared.state.fetch_or(FINISHED, Ordering::AcqRel);
             this.shared.wake_members();
-            unregister(this.frame, this.parent_key);
+            unregister(this.shared, this.parent_key);
         }
     }
 }
@@ -629,12 +668,9 @@ fn drop_body<Fut>(body: Pin<&mut Option<Fut>>) -> Result<(), Panic> {
 }
 
 /// Removes a finished scope from its parent's members.
-fn unregister(frame: &Option<Arc<Frame>>, parent_key: &mut Option<usize>) {
-    if let (Some(parent), Some(key)) = (
-        frame.as_ref().and_then(|f| f.parent.as_ref()),
-        parent_key.take(),
-    ) {
-        parent.shared.remove_member(key);
+fn unregister(shared: &Shared, parent_key: &mut Option<usize>) {
+    if let (Some(parent), Some(key)) = (shared.parent(), parent_key.take()) {
+        parent.remove_member(key);
     }
 }
 
@@ -647,7 +683,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let shared: &Shared = this.shared;
+        let shared: &Arc<Shared> = this.shared;
         loop {
             match *this.phase {
                 Phase::Idle => {
@@ -661,55 +697,59 @@ where
                     }
                     let (armed, entry_now) = Armed::arm(&shared.fencing);
                     let armed = this.armed.insert(armed);
-                    let parent = this.cx.frame.as_ref().and_then(Frame::nearest_running);
-                    let frame = Arc::new(Frame {
-                        shared: this.shared.clone(),
+                    let outer = this.cx.as_ref().expect("a fence not entered keeps its Cx");
+                    let parent = outer.frame.as_ref().and_then(Frame::nearest_running);
+                    // Invariant 8: set once, before any `Cx` points here.
+                    let entry = Entry {
                         parent,
                         deadline: armed.deadline(),
-                    });
-                    if let Some(parent) = &frame.parent {
-                        *this.parent_key = parent
-                            .shared
-                            .add_member(Member::Nested(this.shared.clone()), || {});
+                    };
+                    if shared.entry.set(entry).is_err() {
+                        unreachable!("a scope is entered once (invariant 1)");
                     }
-                    *this.frame = Some(frame.clone());
+                    if let Some(parent) = shared.parent() {
+                        *this.parent_key =
+                            parent.add_member(Member::Nested(shared.clone()), || {});
+                    }
                     *this.phase = Phase::Running;
 
                     // Entry (rule 3): an ancestor, a cancel before entry, triggers already due.
-                    match frame.probe() {
-                        Probe::Clear => {}
-                        Probe::Firing => {
-                            shared.waker.register(cx.waker());
-                            return Poll::Pending;
-                        }
-                        Probe::Decided(reasons) => {
-                            shared.decide(reasons);
-                            *this.phase = Phase::Teardown;
-                            continue;
+                    if shared.parent().is_some() {
+                        match shared.probe() {
+                            Probe::Clear => {}
+                            Probe::Firing => {
+                                shared.waker.register(cx.waker());
+                                return Poll::Pending;
+                            }
+                            Probe::Decided(reasons) => {
+                                shared.decide(reasons);
+                                *this.phase = Phase::Teardown;
+                                continue;
+                            }
                         }
                     }
                     let fired = match armed.check_entry(&shared.fencing, cx, entry_now) {
                         Ok(fired) => fired,
                         Err(panic) => {
-                            let _ = shared.fail(panic, "trigger");
+                            let _ = shared.fail_here(panic, "trigger");
                             Vec::new()
                         }
                     };
-                    if !fired.is_empty() || shared.is_cancelled() {
+                    if !fired.is_empty() || shared.is_cancelled_here() {
                         shared.decide(fired);
                         *this.phase = Phase::Teardown;
                         continue;
                     }
-                    if let Some(make_body) = this.make_body.take() {
-                        let body_cx = this.cx.enter(frame);
+                    if let (Some(make_body), Some(outer)) = (this.make_body.take(), this.cx.take())
+                    {
+                        let body_cx = outer.enter(shared.clone());
                         this.body.set(Some(make_body(body_cx)));
                     }
                 }
                 Phase::Running | Phase::Joining => {
-                    let frame = this.frame.as_ref().expect("entered scopes have a frame");
                     // Invariant 7: an enclosing scope that is about to cancel owns it.
-                    if frame.parent.is_some() {
-                        match frame.probe() {
+                    if shared.parent().is_some() {
+                        match shared.probe() {
                             Probe::Clear => {}
                             Probe::Firing => {
                                 shared.waker.register(cx.waker());
@@ -725,9 +765,9 @@ where
                     let armed = this.armed.as_mut().expect("entered scopes are armed");
 
                     // A cancel from elsewhere (or a panic) was decided already: no more body.
-                    if shared.is_cancelled() {
+                    if shared.is_cancelled_here() {
                         let fired = armed.check(&shared.fencing, cx, false).unwrap_or_else(|p| {
-                            let _ = shared.fail(p, "trigger");
+                            let _ = shared.fail_here(p, "trigger");
                             Vec::new()
                         });
                         shared.decide(fired);
@@ -743,19 +783,20 @@ where
                                 *this.output = Some(out);
                                 *this.phase = Phase::Joining;
                                 if let Err(panic) = drop_body(this.body.as_mut()) {
-                                    let _ = shared.fail(panic, "body");
+                                    let _ = shared.fail_here(panic, "body");
                                     continue;
                                 }
                             }
                             Err(panic) => {
-                                let _ = shared.fail(panic, "body");
+                                let _ = shared.fail_here(panic, "body");
                                 continue;
                             }
                         }
                     }
+                    // Finishing wakes the members left (invariant 5).
                     if *this.phase == Phase::Joining && shared.try_finish_ok() {
                         *this.phase = Phase::Done;
-                        finish(shared, this.frame, this.parent_key);
+                        unregister(shared, this.parent_key);
                         let out = this.output.take().expect("a joined body left its output");
                         return Poll::Ready(Ok(out));
                     }
@@ -765,12 +806,12 @@ where
                     let fired = match armed.check(&shared.fencing, cx, true) {
                         Ok(fired) => fired,
                         Err(panic) => {
-                            let _ = shared.fail(panic, "trigger");
+                            let _ = shared.fail_here(panic, "trigger");
                             continue;
                         }
                     };
                     if !fired.is_empty() {
-                        match frame.probe() {
+                        match shared.probe() {
                             Probe::Clear => {
                                 shared.decide(fired);
                                 *this.phase = Phase::Teardown;
@@ -787,14 +828,14 @@ where
                     // come in between (no lost wake-up).
                     let joined = *this.phase == Phase::Joining
                         && shared.live.load(Ordering::Acquire) == 0;
-                    if shared.is_cancelled() || joined {
+                    if shared.is_cancelled_here() || joined {
                         continue;
                     }
                     return Poll::Pending;
                 }
                 Phase::Teardown => {
                     if let Err(panic) = drop_body(this.body.as_mut()) {
-                        let _ = shared.fail(panic, "body");
+                        let _ = shared.fail_here(panic, "body");
                     }
                     *this.output = None;
                     if shared.live.load(Ordering::Acquire) != 0 {
@@ -805,9 +846,11 @@ where
                     }
                     shared.state.fetch_or(FINISHED, Ordering::AcqRel);
                     *this.phase = Phase::Done;
-                    finish(shared, this.frame, this.parent_key);
+                    unregister(shared, this.parent_key);
+                    shared.wake_members();
                     let (reasons, panic) = {
                         let mut record = lock(&shared.record);
+                        let record = record.get_or_insert_with(Box::default);
                         (record.reasons.clone(), record.panic.take())
                     };
                     if let Some(panic) = panic {
@@ -821,17 +864,11 @@ where
     }
 }
 
-/// After the fence returned: leave the parent, and wake nested scopes that wait on us.
-fn finish(shared: &Shared, frame: &Option<Arc<Frame>>, parent_key: &mut Option<usize>) {
-    unregister(frame, parent_key);
-    shared.wake_members();
-}
-
 impl<F, Fut: Future> fmt::Debug for Fence<F, Fut> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Fence")
             .field("phase", &self.phase)
-            .field("is_cancelled", &self.shared.is_cancelled())
+            .field("is_cancelled", &self.shared.is_cancelled_here())
             .finish_non_exhaustive()
     }
 }
