@@ -64,7 +64,9 @@ fn scope_enter_exit(c: &mut Criterion) {
     let parent = CancellationToken::new();
 
     let mut group = short(c, "scope_enter_exit");
-    group.bench_function("fence", |b| b.iter(|| cases::scope_fence(&waker, &cx, &fencing)));
+    group.bench_function("fence", |b| {
+        b.iter(|| cases::scope_fence(&waker, &cx, &fencing))
+    });
     group.bench_function("baseline_child_token", |b| {
         b.iter(|| cases::scope_child_token(&waker, &parent))
     });
@@ -88,7 +90,9 @@ fn cx_handle(c: &mut Criterion) {
         scope.fence(&root, |cx| async move {
             let c = c.take().expect("once");
             let mut group = short(c, "cx_clone");
-            group.bench_function("fence", |b| b.iter(|| drop(black_box(black_box(&cx).clone()))));
+            group.bench_function("fence", |b| {
+                b.iter(|| drop(black_box(black_box(&cx).clone())))
+            });
             group.bench_function("baseline_token", |b| {
                 b.iter(|| drop(black_box(black_box(token_ref).clone())))
             });
@@ -207,7 +211,9 @@ async fn fence_tree(cx: &Cx, n: usize) -> Duration {
 
 async fn bare_tree(ex: &Executor<'static>, n: usize) -> Duration {
     let seen = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<Task<()>> = (0..n).map(|_| ex.spawn(pending_child(seen.clone()))).collect();
+    let tasks: Vec<Task<()>> = (0..n)
+        .map(|_| ex.spawn(pending_child(seen.clone())))
+        .collect();
     until_polled(&seen, n).await;
     let start = Instant::now();
     for task in tasks {
@@ -239,10 +245,7 @@ fn flag_fanout(c: &mut Criterion) {
                             let (cx, flag, seen) = (cx.clone(), flag.clone(), seen.clone());
                             ex.spawn(async move {
                                 let scope = on_flag(&flag, "stop").scope();
-                                scope
-                                    .fence(&cx, |_| pending_child(seen))
-                                    .await
-                                    .is_err()
+                                scope.fence(&cx, |_| pending_child(seen)).await.is_err()
                             })
                         })
                         .collect();
@@ -282,7 +285,14 @@ fn flag_fanout(c: &mut Criterion) {
                                         listener.await;
                                     }
                                 };
-                                future::or(async { body.await; false }, set).await
+                                future::or(
+                                    async {
+                                        body.await;
+                                        false
+                                    },
+                                    set,
+                                )
+                                .await
                             })
                         })
                         .collect();
@@ -314,7 +324,9 @@ fn trigger_scaling(c: &mut Criterion) {
         let timeouts = (0..n).fold(Fencing::new(), |f, i| {
             f.timeout(SECOND + Duration::from_millis(i as u64), "t")
         });
-        let watched = flags[..n].iter().fold(Fencing::new(), |f, flag| f.flag(flag, "f"));
+        let watched = flags[..n]
+            .iter()
+            .fold(Fencing::new(), |f, flag| f.flag(flag, "f"));
         for (kind, fencing) in [("timeouts", timeouts), ("flags", watched)] {
             group.bench_with_input(BenchmarkId::new(kind, n), &fencing, |b, fencing| {
                 b.iter(|| {

@@ -81,7 +81,10 @@ fn warm_and_measure(iters: u64, mut one: impl FnMut() -> Option<u32>) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     match args.as_slice() {
         [flag] if flag == "--list-cases" => {
             let mut groups: Vec<&str> = CASES.iter().filter_map(|c| c.split('/').next()).collect();

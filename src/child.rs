@@ -145,14 +145,14 @@ impl<F: Future> Future for Guarded<F> {
 
 /// Invariant 3: where a caught panic goes, and what the child reports.
 fn report<T>(owner: &Option<Owner>, panic: Panic) -> Outcome<T> {
-        match owner.as_ref() {
-            Some(owner) => {
-                let reason = internal::panicked("child", &*panic);
-                owner.frame.fail(panic, "child");
-                Outcome::Cancelled(Cancelled::new(reason))
-            }
-            None => Outcome::Panicked(panic),
+    match owner.as_ref() {
+        Some(owner) => {
+            let reason = internal::panicked("child", &*panic);
+            owner.frame.fail(panic, "child");
+            Outcome::Cancelled(Cancelled::new(reason))
         }
+        None => Outcome::Panicked(panic),
+    }
 }
 
 /// Spawns `fut` on `cx`'s executor as a child of `owner`'s scope (or as a root task).

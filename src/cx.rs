@@ -192,10 +192,7 @@ impl Cx {
     /// assert!(async_fence::Cx::new(ex).reasons().is_empty());
     /// ```
     pub fn reasons(&self) -> Vec<Reason> {
-        self.frame
-            .as_ref()
-            .map(|f| f.reasons())
-            .unwrap_or_default()
+        self.frame.as_ref().map(|f| f.reasons()).unwrap_or_default()
     }
 
     /// Returns the executor children are spawned on.

@@ -59,7 +59,11 @@ impl Trigger {
                 code.clone(),
                 format!("timed out after {after:?}"),
             ),
-            None => Reason::new(ReasonKind::Deadline, code.clone(), "deadline exceeded"),
+            None => Reason::with_message(
+                ReasonKind::Deadline,
+                code.clone(),
+                Code::from("deadline exceeded"),
+            ),
         }
     }
 }
@@ -205,9 +209,10 @@ impl Fencing {
     /// ```
     pub fn flag(&self, flag: &Flag, code: impl Into<Code>) -> Fencing {
         let code = code.into();
-        let already = self.triggers().iter().any(
-            |t| matches!(t, Trigger::Flag { flag: f, code: c } if f.same(flag) && *c == code),
-        );
+        let already = self
+            .triggers()
+            .iter()
+            .any(|t| matches!(t, Trigger::Flag { flag: f, code: c } if f.same(flag) && *c == code));
         if already {
             return self.clone();
         }

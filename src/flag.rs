@@ -53,8 +53,9 @@ pub struct Flag {
 struct Inner {
     /// Latched once (invariant 1).
     set: AtomicBool,
-    /// The kind and message of the first `set` (invariant 2).
-    reason: Mutex<Option<(ReasonKind, String)>>,
+    /// The kind and message of the first `set` (invariant 2); the message is shared, so
+    /// every scope watching the flag reports it without allocating.
+    reason: Mutex<Option<(ReasonKind, Code)>>,
     /// Notified once, after `set` (invariant 3).
     event: Event,
 }
@@ -89,7 +90,7 @@ impl Flag {
     /// assert_eq!(flag.message().as_deref(), Some("flag set"));
     /// ```
     pub fn set(&self) {
-        self.set_with(ReasonKind::Flag, "flag set");
+        self.latch(ReasonKind::Flag, Code::from("flag set"));
     }
 
     /// Sets the flag with a message of your own. The first set wins.
@@ -126,12 +127,17 @@ impl Flag {
     /// # });
     /// ```
     pub fn set_with(&self, kind: ReasonKind, message: impl Into<String>) -> bool {
+        self.latch(kind, Code::from(message.into()))
+    }
+
+    /// Sets the flag unless it is set; `true` if this call set it.
+    fn latch(&self, kind: ReasonKind, message: Code) -> bool {
         {
             let mut reason = lock(&self.inner.reason);
             if reason.is_some() {
                 return false;
             }
-            *reason = Some((kind, message.into()));
+            *reason = Some((kind, message));
             // Invariant 2: the reason is in place before anyone can see the flag set.
             self.inner.set.store(true, Ordering::Release);
         }
@@ -165,7 +171,9 @@ impl Flag {
     /// assert_eq!(flag.message().as_deref(), Some("flag set"));
     /// ```
     pub fn message(&self) -> Option<String> {
-        lock(&self.inner.reason).as_ref().map(|(_, m)| m.clone())
+        lock(&self.inner.reason)
+            .as_ref()
+            .map(|(_, m)| m.as_str().to_owned())
     }
 
     /// Waits until the flag is set.
@@ -205,7 +213,7 @@ impl Flag {
             return None;
         }
         let (kind, message) = lock(&self.inner.reason).clone()?;
-        Some(Reason::new(kind, code.clone(), message))
+        Some(Reason::with_message(kind, code.clone(), message))
     }
 
     /// Polls for the flag: "try, listen, try again". Returns `Ready` once set.

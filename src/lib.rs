@@ -143,7 +143,10 @@ mod size_probe {
         println!("Armed {}", size_of::<crate::trigger::Armed>());
         println!("Timer {}", size_of::<async_io::Timer>());
         println!("WakerSlot {}", size_of::<crate::sync::WakerSlot>());
-        println!("Guarded<Pending> {}", size_of::<crate::child::Guarded<futures_lite::future::Pending<()>>>());
+        println!(
+            "Guarded<Pending> {}",
+            size_of::<crate::child::Guarded<futures_lite::future::Pending<()>>>()
+        );
         println!("Child<()> {}", size_of::<crate::Child<()>>());
     }
 }

@@ -236,12 +236,7 @@ impl Shared {
         let finished = state & CANCELLED == 0
             && self
                 .state
-                .compare_exchange(
-                    state,
-                    state | FINISHED,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
+                .compare_exchange(state, state | FINISHED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
         if finished {
             wake_all(&members);
@@ -708,8 +703,7 @@ where
                         unreachable!("a scope is entered once (invariant 1)");
                     }
                     if let Some(parent) = shared.parent() {
-                        *this.parent_key =
-                            parent.add_member(Member::Nested(shared.clone()), || {});
+                        *this.parent_key = parent.add_member(Member::Nested(shared.clone()), || {});
                     }
                     *this.phase = Phase::Running;
 
@@ -826,8 +820,8 @@ where
                     }
                     // Look again after registering: a cancel or the last child may have
                     // come in between (no lost wake-up).
-                    let joined = *this.phase == Phase::Joining
-                        && shared.live.load(Ordering::Acquire) == 0;
+                    let joined =
+                        *this.phase == Phase::Joining && shared.live.load(Ordering::Acquire) == 0;
                     if shared.is_cancelled_here() || joined {
                         continue;
                     }

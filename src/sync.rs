@@ -9,12 +9,12 @@ pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicUsize},
     Mutex, MutexGuard,
 };
+pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU8, AtomicUsize},
     Mutex, MutexGuard,
 };
-pub(crate) use std::sync::atomic::Ordering;
 
 use std::task::Waker;
 

@@ -265,7 +265,11 @@ impl Armed {
     ///
     /// Used to look at an enclosing scope's triggers from inside (rule 5). Custom triggers are
     /// not polled here: they belong to the scope that armed them.
-    pub(crate) fn would_fire(fencing: &Fencing, deadline: Option<Instant>, now: &mut LazyNow) -> bool {
+    pub(crate) fn would_fire(
+        fencing: &Fencing,
+        deadline: Option<Instant>,
+        now: &mut LazyNow,
+    ) -> bool {
         let flags = fencing
             .triggers()
             .iter()

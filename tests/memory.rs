@@ -158,7 +158,10 @@ fn time_triggers_collapse_into_one_timer() {
     let (one_wakers, one_heap) = pending_run_cost(&one);
     let (many_wakers, many_heap) = pending_run_cost(&many);
     assert!(one_wakers > 0, "a pending body registers its one timer");
-    assert_eq!(many_wakers, one_wakers, "64 time triggers registered more than one timer");
+    assert_eq!(
+        many_wakers, one_wakers,
+        "64 time triggers registered more than one timer"
+    );
     assert_eq!(many_heap.allocs, one_heap.allocs);
     // A timeout that never fires registers nothing at all.
     assert_eq!(pending_run_cost(&on_timeout(Duration::MAX, "max")).0, 0);
@@ -167,7 +170,9 @@ fn time_triggers_collapse_into_one_timer() {
 #[test]
 fn unset_flags_cost_no_listener_for_a_ready_body() {
     let flags: Vec<Flag> = (0..64).map(|_| Flag::new()).collect();
-    let fencing = flags.iter().fold(Fencing::new(), |f, flag| f.flag(flag, "f"));
+    let fencing = flags
+        .iter()
+        .fold(Fencing::new(), |f, flag| f.flag(flag, "f"));
     let (counter, waker) = counting_waker();
     let before = clones(&counter);
     let mut run = pin!(fencing.run(future::ready(1)));

@@ -56,7 +56,10 @@ pub async fn or_timer<T>(body: impl Future<Output = T>) -> Option<T> {
 }
 
 pub fn quick_ready_fence(waker: &Waker) -> Option<u32> {
-    let out = drive(waker, on_timeout(SECOND, "t").run(future::ready(black_box(7))));
+    let out = drive(
+        waker,
+        on_timeout(SECOND, "t").run(future::ready(black_box(7))),
+    );
     out.ok()
 }
 
@@ -82,12 +85,18 @@ pub fn scope_fence(waker: &Waker, cx: &Cx, fencing: &Fencing) -> Option<u32> {
 /// A child of a long-lived token, and `run_until_cancelled` on the same body.
 pub fn scope_child_token(waker: &Waker, parent: &CancellationToken) -> Option<u32> {
     let token = parent.child_token();
-    drive(waker, token.run_until_cancelled(future::ready(black_box(7))))
+    drive(
+        waker,
+        token.run_until_cancelled(future::ready(black_box(7))),
+    )
 }
 
 /// The same, with an async-io timer raced against it as the timeout.
 pub fn scope_child_token_timer(waker: &Waker, parent: &CancellationToken) -> Option<u32> {
     let token = parent.child_token();
-    let out = drive(waker, or_timer(token.run_until_cancelled(future::ready(black_box(7)))));
+    let out = drive(
+        waker,
+        or_timer(token.run_until_cancelled(future::ready(black_box(7)))),
+    );
     out.flatten()
 }
