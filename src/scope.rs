@@ -27,7 +27,10 @@
 //! 6. `live` counts the child tasks of this scope and of every scope nested in it whose
 //!    futures have not been dropped. It is raised before a child is spawned and lowered after
 //!    the child's future was dropped; the fence returns only when it is zero, so every child
-//!    future is gone when `fence` returns.
+//!    future is gone when `fence` returns. The fence sets `WAITING` before it registers its
+//!    waker and looks at `live` again; a child that brings `live` to zero wakes the fence only
+//!    if `WAITING` is set (both sides `SeqCst`: one of them sees the other), so a fence whose
+//!    body still runs is not woken by every child that ends.
 //! 7. A scope defers to its ancestors: before it polls its body, and before it decides to
 //!    cancel on its own triggers, it looks at the running scopes above it. If one of them has
 //!    a flag set or its deadline passed, the outer scope owns the cancellation and this one
@@ -59,6 +62,8 @@ use crate::trigger::{Armed, LazyNow, Panic};
 const ENTERED: u8 = 1;
 const CANCELLED: u8 = 2;
 const FINISHED: u8 = 4;
+/// The fence waits for `live` to reach zero (invariant 6).
+const WAITING: u8 = 8;
 
 /// The state every handle of one scope shares.
 pub(crate) struct Shared {
@@ -326,7 +331,10 @@ impl Frame {
     pub(crate) fn release_child(&self, key: usize) {
         self.remove_member(key);
         for frame in self.chain() {
-            if frame.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Invariant 6: only a fence that waits for its children needs the wake-up.
+            if frame.live.fetch_sub(1, Ordering::SeqCst) == 1
+                && frame.state.load(Ordering::SeqCst) & WAITING != 0
+            {
                 frame.waker.wake();
             }
         }
@@ -795,7 +803,11 @@ where
                         return Poll::Ready(Ok(out));
                     }
 
-                    // Then the triggers, registering for the next wake-up.
+                    // Then the triggers, registering for the next wake-up (invariant 6: a
+                    // joining fence says it waits for its children first).
+                    if *this.phase == Phase::Joining {
+                        shared.state.fetch_or(WAITING, Ordering::SeqCst);
+                    }
                     shared.waker.register(cx.waker());
                     let fired = match armed.check(&shared.fencing, cx, true) {
                         Ok(fired) => fired,
@@ -821,7 +833,7 @@ where
                     // Look again after registering: a cancel or the last child may have
                     // come in between (no lost wake-up).
                     let joined =
-                        *this.phase == Phase::Joining && shared.live.load(Ordering::Acquire) == 0;
+                        *this.phase == Phase::Joining && shared.live.load(Ordering::SeqCst) == 0;
                     if shared.is_cancelled_here() || joined {
                         continue;
                     }
@@ -833,8 +845,10 @@ where
                     }
                     *this.output = None;
                     if shared.live.load(Ordering::Acquire) != 0 {
+                        // Invariant 6: say we wait, register, look again.
+                        shared.state.fetch_or(WAITING, Ordering::SeqCst);
                         shared.waker.register(cx.waker());
-                        if shared.live.load(Ordering::Acquire) != 0 {
+                        if shared.live.load(Ordering::SeqCst) != 0 {
                             return Poll::Pending;
                         }
                     }
