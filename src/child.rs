@@ -3,8 +3,10 @@
 //!
 //! # Invariants
 //!
-//! 1. `Ctl::state` bits are only ever set. The wrapper registers its waker *before* it reads
-//!    them, and a canceller sets a bit *before* it wakes, so a cancel is never missed.
+//! 1. `Ctl::state` bits are only ever set. The wrapper reads them before it polls the future;
+//!    when the future is pending, it registers its waker *before* it reads them again, and a
+//!    canceller sets a bit *before* it wakes, so a cancel is never missed. A child that
+//!    finishes on its first poll registers no waker at all.
 //! 2. A cancelled wrapper drops the child's future before it returns `Ready`; a wrapper
 //!    dropped by the executor drops the future first, then leaves its scope (`live` goes
 //!    down only after the future is gone).
@@ -106,30 +108,23 @@ impl<F: Future> Future for Guarded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // Invariant 1: register, then look.
-        this.ctl.waker.register(cx.waker());
-        let state = this.ctl.state.load(Ordering::Acquire);
-        let stopped = if state & BY_HANDLE != 0 {
-            Some(Cancelled::new(internal::child_cancelled()))
-        } else {
-            this.owner.as_ref().and_then(|owner| {
-                (state & BY_SCOPE != 0 || owner.frame.is_cancelled())
-                    .then(|| owner.frame.child_error())
-            })
-        };
-        if let Some(err) = stopped {
-            // Invariant 2: the future is gone before the task completes.
-            if let Err(panic) = drop_fut(this.fut.as_mut()) {
-                return Poll::Ready(report(this.owner, panic));
-            }
-            return Poll::Ready(Outcome::Cancelled(err));
+        // A cancelled child's future is not polled again.
+        if let Some(err) = stopped(this.ctl, this.owner) {
+            return Poll::Ready(stop(this.fut, this.owner, err));
         }
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Outcome::Done(out)),
-            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Pending) => {
+                // Invariant 1: register, then look again.
+                this.ctl.waker.register(cx.waker());
+                match stopped(this.ctl, this.owner) {
+                    Some(err) => Poll::Ready(stop(this.fut, this.owner, err)),
+                    None => Poll::Pending,
+                }
+            }
             Err(panic) => {
                 let outcome = report(this.owner, panic);
                 if let Err(again) = drop_fut(this.fut) {
@@ -140,6 +135,25 @@ impl<F: Future> Future for Guarded<F> {
                 Poll::Ready(outcome)
             }
         }
+    }
+}
+
+/// Why the child must stop, if it must: its handle or its scope cancelled it.
+fn stopped(ctl: &Ctl, owner: &Option<Owner>) -> Option<Cancelled> {
+    let state = ctl.state.load(Ordering::Acquire);
+    if state & BY_HANDLE != 0 {
+        return Some(Cancelled::new(internal::child_cancelled()));
+    }
+    owner.as_ref().and_then(|owner| {
+        (state & BY_SCOPE != 0 || owner.frame.is_cancelled()).then(|| owner.frame.child_error())
+    })
+}
+
+/// Drops the child's future before the task completes (invariant 2).
+fn stop<F, T>(fut: Pin<&mut Option<F>>, owner: &Option<Owner>, err: Cancelled) -> Outcome<T> {
+    match drop_fut(fut) {
+        Ok(()) => Outcome::Cancelled(err),
+        Err(panic) => report(owner, panic),
     }
 }
 
