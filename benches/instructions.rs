@@ -67,6 +67,27 @@ fn run(case: &str, iters: u64) -> bool {
             }
             return true;
         }
+        "spawn_join/fence" => {
+            let ex = Arc::new(Executor::new());
+            let cx = Cx::new(ex.clone());
+            let scope = Fencing::new().scope();
+            futures_lite::future::block_on(ex.run(scope.fence(&cx, |cx| async move {
+                for _ in 0..iters {
+                    black_box(cx.spawn(async { black_box(7) }).await.ok());
+                }
+            })))
+            .ok();
+            return true;
+        }
+        "spawn_join/baseline" => {
+            let ex = Arc::new(Executor::new());
+            futures_lite::future::block_on(ex.run(async {
+                for _ in 0..iters {
+                    black_box(ex.spawn(async { black_box(7) }).await);
+                }
+            }));
+            return true;
+        }
         _ => return false,
     };
     warm_and_measure(iters, &mut *one);
@@ -116,4 +137,6 @@ const CASES: &[&str] = &[
     "cx_clone/baseline",
     "cx_is_cancelled/fence",
     "cx_is_cancelled/baseline",
+    "spawn_join/fence",
+    "spawn_join/baseline",
 ];

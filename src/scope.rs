@@ -302,7 +302,7 @@ impl Frame {
 
     /// Why a child of this scope was stopped by its scope.
     pub(crate) fn child_error(&self) -> Cancelled {
-        let reasons = self.reasons_here();
+        let reasons = self.reasons();
         if !reasons.is_empty() {
             return Cancelled::from_reasons(reasons);
         }
@@ -317,7 +317,7 @@ impl Frame {
     /// Adds a child: `Some(key)` with `live` raised along the chain, or `None` if the scope
     /// no longer takes children.
     pub(crate) fn add_child(&self, ctl: Arc<Ctl>) -> Option<usize> {
-        if self.is_cancelled_here() {
+        if self.is_cancelled() {
             return None;
         }
         self.add_member(Member::Child(ctl), || {
