@@ -138,7 +138,7 @@ mod size_probe {
         println!("Shared {}", size_of::<crate::scope::Shared>());
         println!("Frame {}", size_of::<crate::scope::Frame>());
         println!("Cx {}", size_of::<crate::Cx>());
-        println!("Ctl {}", size_of::<crate::child::Ctl>());
+        println!("Link {}", size_of::<crate::child::Link>());
         println!("Member {}", size_of::<crate::scope::Member>());
         println!("Armed {}", size_of::<crate::trigger::Armed>());
         println!("Timer {}", size_of::<async_io::Timer>());

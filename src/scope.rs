@@ -40,19 +40,24 @@
 //! 8. `entry` is set once, at entry, before any `Cx` points to this scope, and never changes.
 //!    A nested scope holds its parent through it; the parent holds the nested scope in
 //!    `members` only until the nested fence returns or is dropped, so no cycle outlives it.
+//! 9. A child is stopped by state that is set before it is woken: its scope's `CANCELLED`
+//!    or `FINISHED`, an enclosing scope's `CANCELLED`, or `by_handle` in its slot (set under
+//!    the `members` lock, with `handle_cancels` raised). A pending child registers its waker
+//!    in its slot under that lock *before* it looks again, and whoever sets that state wakes
+//!    the slot's waker after, so no cancel is missed. The slot's `id` keeps a handle from
+//!    cancelling a later child that reuses the entry.
 
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
 use slab::Slab;
 
-use crate::child::Ctl;
 use crate::cx::Cx;
 use crate::fencing::Fencing;
 use crate::reason::{internal, push_unique, Cancelled, Reason};
@@ -73,8 +78,10 @@ pub(crate) struct Shared {
     record: Mutex<Option<Box<Record>>>,
     /// The waker of the fence future (invariants 3, 6).
     waker: WakerSlot,
-    members: Mutex<Slab<Member>>,
+    members: Mutex<Members>,
     live: AtomicUsize,
+    /// How many children were cancelled through their handles (invariant 9).
+    handle_cancels: AtomicUsize,
     /// Set once at entry (invariant 8).
     entry: OnceLock<Entry>,
 }
@@ -99,10 +106,26 @@ struct Record {
 
 /// Something a scope must reach when it cancels.
 pub(crate) enum Member {
-    /// A child task, cancelled through its control block.
-    Child(Arc<Ctl>),
+    /// A child task: its waker and whether its handle cancelled it (invariant 9). Kept here
+    /// rather than in a block of its own, so a child costs its scope one slab entry.
+    Child(ChildSlot),
     /// A scope entered inside this one, woken so that it looks at its ancestors again.
     Nested(Arc<Shared>),
+}
+
+/// What a scope keeps of one child task (invariant 9).
+pub(crate) struct ChildSlot {
+    waker: Option<Waker>,
+    /// Tells this child from a later one in the same slab entry.
+    id: u32,
+    /// Cancelled through its [`Child`](crate::Child) handle.
+    by_handle: bool,
+}
+
+/// The members of a scope, and the id the next child gets.
+struct Members {
+    slab: Slab<Member>,
+    next_id: u32,
 }
 
 impl Shared {
@@ -112,8 +135,12 @@ impl Shared {
             state: AtomicU8::new(0),
             record: Mutex::new(None),
             waker: WakerSlot::new(),
-            members: Mutex::new(Slab::new()),
+            members: Mutex::new(Members {
+                slab: Slab::new(),
+                next_id: 0,
+            }),
             live: AtomicUsize::new(0),
+            handle_cancels: AtomicUsize::new(0),
             entry: OnceLock::new(),
         }
     }
@@ -212,7 +239,7 @@ impl Shared {
 
     /// Cancels every child and wakes every nested scope.
     fn wake_members(&self) {
-        wake_all(&lock(&self.members));
+        wake_all(&mut lock(&self.members));
     }
 
     /// Adds a member unless the scope is cancelled or finished (invariant 5).
@@ -221,19 +248,19 @@ impl Shared {
         if self.state() & (CANCELLED | FINISHED) != 0 {
             return None;
         }
-        let key = members.insert(member);
+        let key = members.slab.insert(member);
         on_added();
         Some(key)
     }
 
     fn remove_member(&self, key: usize) {
-        lock(&self.members).try_remove(key);
+        lock(&self.members).slab.try_remove(key);
     }
 
     /// Finishes with `Ok` if no child is live and nobody cancelled, and wakes the members
     /// left (invariants 3, 5, 6).
     fn try_finish_ok(&self) -> bool {
-        let members = lock(&self.members);
+        let mut members = lock(&self.members);
         if self.live.load(Ordering::Acquire) != 0 {
             return false;
         }
@@ -244,17 +271,30 @@ impl Shared {
                 .compare_exchange(state, state | FINISHED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
         if finished {
-            wake_all(&members);
+            wake_all(&mut members);
         }
         finished
     }
 }
 
-/// Cancels every child and wakes every nested scope of `members`.
-fn wake_all(members: &Slab<Member>) {
-    for (_, member) in members.iter() {
+/// Runs `f` on the slot of child `(key, id)`; `false` if that child is gone.
+fn with_child(members: &mut Members, key: usize, id: u32, f: impl FnOnce(&mut ChildSlot) -> bool) -> bool {
+    match members.slab.get_mut(key) {
+        Some(Member::Child(slot)) if slot.id == id => f(slot),
+        _ => false,
+    }
+}
+
+/// Wakes every child and every nested scope of `members`. The caller has set `CANCELLED`
+/// or `FINISHED` first: that is what a woken child looks at (invariant 9).
+fn wake_all(members: &mut Members) {
+    for (_, member) in members.slab.iter_mut() {
         match member {
-            Member::Child(ctl) => ctl.cancel_by_scope(),
+            Member::Child(slot) => {
+                if let Some(waker) = slot.waker.take() {
+                    waker.wake();
+                }
+            }
             Member::Nested(shared) => shared.waker.wake(),
         }
     }
@@ -314,17 +354,75 @@ impl Frame {
         })
     }
 
-    /// Adds a child: `Some(key)` with `live` raised along the chain, or `None` if the scope
-    /// no longer takes children.
-    pub(crate) fn add_child(&self, ctl: Arc<Ctl>) -> Option<usize> {
+    /// Adds a child: `Some((key, id))` with `live` raised along the chain, or `None` if the
+    /// scope no longer takes children (invariant 5).
+    pub(crate) fn add_child(&self) -> Option<(usize, u32)> {
         if self.is_cancelled() {
             return None;
         }
-        self.add_member(Member::Child(ctl), || {
-            for frame in self.chain() {
-                frame.live.fetch_add(1, Ordering::AcqRel);
+        let mut members = lock(&self.members);
+        if self.state() & (CANCELLED | FINISHED) != 0 {
+            return None;
+        }
+        let id = members.next_id;
+        members.next_id = id.wrapping_add(1);
+        let key = members.slab.insert(Member::Child(ChildSlot {
+            waker: None,
+            id,
+            by_handle: false,
+        }));
+        for frame in self.chain() {
+            frame.live.fetch_add(1, Ordering::AcqRel);
+        }
+        Some((key, id))
+    }
+
+    /// `true` if the child `(key, id)` must stop: its scope was cancelled or finished, an
+    /// enclosing scope was cancelled, or its handle cancelled it (invariant 9). Lock-free
+    /// unless some child of this scope was ever cancelled through its handle.
+    pub(crate) fn child_stopped(&self, key: usize, id: u32) -> bool {
+        self.state() & FINISHED != 0
+            || self.is_cancelled()
+            || self.child_cancelled_by_handle(key, id)
+    }
+
+    /// `true` if the child `(key, id)` was cancelled through its handle.
+    pub(crate) fn child_cancelled_by_handle(&self, key: usize, id: u32) -> bool {
+        self.handle_cancels.load(Ordering::Acquire) != 0
+            && with_child(&mut lock(&self.members), key, id, |slot| slot.by_handle)
+    }
+
+    /// Registers the waker of the pending child `(key, id)`, then looks again whether it must
+    /// stop (invariant 9: register, then look).
+    pub(crate) fn park_child(&self, key: usize, id: u32, waker: &Waker) -> bool {
+        let by_handle = with_child(&mut lock(&self.members), key, id, |slot| {
+            match &slot.waker {
+                Some(old) if old.will_wake(waker) => {}
+                _ => slot.waker = Some(waker.clone()),
             }
-        })
+            slot.by_handle
+        });
+        by_handle || self.state() & FINISHED != 0 || self.is_cancelled()
+    }
+
+    /// Cancels the child `(key, id)` through its handle; nothing if it is gone.
+    pub(crate) fn cancel_child(&self, key: usize, id: u32) {
+        let waker = {
+            let mut members = lock(&self.members);
+            let mut waker = None;
+            with_child(&mut members, key, id, |slot| {
+                if !slot.by_handle {
+                    slot.by_handle = true;
+                    self.handle_cancels.fetch_add(1, Ordering::AcqRel);
+                }
+                waker = slot.waker.take();
+                true
+            });
+            waker
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Removes a child whose future has been dropped, and lowers `live` along the chain.
