@@ -196,7 +196,7 @@ async fn fence_tree(cx: &Cx, n: usize) -> Duration {
     let result = scope
         .fence(cx, |cx| async move {
             for _ in 0..n {
-                let _ = cx.spawn(pending_child(seen.clone()));
+                drop(cx.spawn(pending_child(seen.clone())));
             }
             until_polled(&seen, n).await;
             start_ref.set(Some(Instant::now()));

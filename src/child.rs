@@ -55,7 +55,11 @@ pub(crate) enum Outcome<T> {
 /// What a child is attached to.
 pub(crate) enum Link {
     /// A child of a scope: its scope and its slot there.
-    Scoped { frame: Arc<Frame>, key: usize, id: u32 },
+    Scoped {
+        frame: Arc<Frame>,
+        key: u32,
+        id: u32,
+    },
     /// A task owned by its handle (spawned on a root `Cx`).
     Root(Arc<Ctl>),
 }
@@ -88,7 +92,7 @@ impl Link {
     }
 
     /// The error of a scoped child that must stop: its handle's, or its scope's.
-    fn error(&self, frame: &Frame, key: usize, id: u32) -> Cancelled {
+    fn error(&self, frame: &Frame, key: u32, id: u32) -> Cancelled {
         if frame.child_cancelled_by_handle(key, id) {
             Cancelled::new(internal::child_cancelled())
         } else {
@@ -239,7 +243,11 @@ where
 
 /// How a [`Child`] handle reaches its task to cancel it.
 enum Handle {
-    Scoped { frame: Arc<Frame>, key: usize, id: u32 },
+    Scoped {
+        frame: Arc<Frame>,
+        key: u32,
+        id: u32,
+    },
     Root(Arc<Ctl>),
     Refused,
 }

@@ -126,27 +126,3 @@ pub use scope::{Fence, Scope};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        println!("Fencing {}", size_of::<crate::Fencing>());
-        println!("Trigger {}", size_of::<crate::fencing::Trigger>());
-        println!("Code {}", size_of::<crate::Code>());
-        println!("Due {}", size_of::<crate::fencing::Due>());
-        println!("Shared {}", size_of::<crate::scope::Shared>());
-        println!("Frame {}", size_of::<crate::scope::Frame>());
-        println!("Cx {}", size_of::<crate::Cx>());
-        println!("Link {}", size_of::<crate::child::Link>());
-        println!("Member {}", size_of::<crate::scope::Member>());
-        println!("Armed {}", size_of::<crate::trigger::Armed>());
-        println!("Timer {}", size_of::<async_io::Timer>());
-        println!("WakerSlot {}", size_of::<crate::sync::WakerSlot>());
-        println!(
-            "Guarded<Pending> {}",
-            size_of::<crate::child::Guarded<futures_lite::future::Pending<()>>>()
-        );
-        println!("Child<()> {}", size_of::<crate::Child<()>>());
-    }
-}

@@ -278,8 +278,13 @@ impl Shared {
 }
 
 /// Runs `f` on the slot of child `(key, id)`; `false` if that child is gone.
-fn with_child(members: &mut Members, key: usize, id: u32, f: impl FnOnce(&mut ChildSlot) -> bool) -> bool {
-    match members.slab.get_mut(key) {
+fn with_child(
+    members: &mut Members,
+    key: u32,
+    id: u32,
+    f: impl FnOnce(&mut ChildSlot) -> bool,
+) -> bool {
+    match members.slab.get_mut(key as usize) {
         Some(Member::Child(slot)) if slot.id == id => f(slot),
         _ => false,
     }
@@ -355,8 +360,9 @@ impl Frame {
     }
 
     /// Adds a child: `Some((key, id))` with `live` raised along the chain, or `None` if the
-    /// scope no longer takes children (invariant 5).
-    pub(crate) fn add_child(&self) -> Option<(usize, u32)> {
+    /// scope no longer takes children (invariant 5). Keys are `u32` to keep the child's
+    /// wrapper small; a scope with 2^32 live children (hundreds of GiB) refuses more.
+    pub(crate) fn add_child(&self) -> Option<(u32, u32)> {
         if self.is_cancelled() {
             return None;
         }
@@ -366,7 +372,9 @@ impl Frame {
         }
         let id = members.next_id;
         members.next_id = id.wrapping_add(1);
-        let key = members.slab.insert(Member::Child(ChildSlot {
+        let entry = members.slab.vacant_entry();
+        let key = u32::try_from(entry.key()).ok()?;
+        entry.insert(Member::Child(ChildSlot {
             waker: None,
             id,
             by_handle: false,
@@ -377,24 +385,37 @@ impl Frame {
         Some((key, id))
     }
 
+    /// Removes a child whose future has been dropped, and lowers `live` along the chain.
+    pub(crate) fn release_child(&self, key: u32) {
+        self.remove_member(key as usize);
+        for frame in self.chain() {
+            // Invariant 6: only a fence that waits for its children needs the wake-up.
+            if frame.live.fetch_sub(1, Ordering::SeqCst) == 1
+                && frame.state.load(Ordering::SeqCst) & WAITING != 0
+            {
+                frame.waker.wake();
+            }
+        }
+    }
+
     /// `true` if the child `(key, id)` must stop: its scope was cancelled or finished, an
     /// enclosing scope was cancelled, or its handle cancelled it (invariant 9). Lock-free
     /// unless some child of this scope was ever cancelled through its handle.
-    pub(crate) fn child_stopped(&self, key: usize, id: u32) -> bool {
+    pub(crate) fn child_stopped(&self, key: u32, id: u32) -> bool {
         self.state() & FINISHED != 0
             || self.is_cancelled()
             || self.child_cancelled_by_handle(key, id)
     }
 
     /// `true` if the child `(key, id)` was cancelled through its handle.
-    pub(crate) fn child_cancelled_by_handle(&self, key: usize, id: u32) -> bool {
+    pub(crate) fn child_cancelled_by_handle(&self, key: u32, id: u32) -> bool {
         self.handle_cancels.load(Ordering::Acquire) != 0
             && with_child(&mut lock(&self.members), key, id, |slot| slot.by_handle)
     }
 
     /// Registers the waker of the pending child `(key, id)`, then looks again whether it must
     /// stop (invariant 9: register, then look).
-    pub(crate) fn park_child(&self, key: usize, id: u32, waker: &Waker) -> bool {
+    pub(crate) fn park_child(&self, key: u32, id: u32, waker: &Waker) -> bool {
         let by_handle = with_child(&mut lock(&self.members), key, id, |slot| {
             match &slot.waker {
                 Some(old) if old.will_wake(waker) => {}
@@ -406,7 +427,7 @@ impl Frame {
     }
 
     /// Cancels the child `(key, id)` through its handle; nothing if it is gone.
-    pub(crate) fn cancel_child(&self, key: usize, id: u32) {
+    pub(crate) fn cancel_child(&self, key: u32, id: u32) {
         let waker = {
             let mut members = lock(&self.members);
             let mut waker = None;
@@ -425,18 +446,6 @@ impl Frame {
         }
     }
 
-    /// Removes a child whose future has been dropped, and lowers `live` along the chain.
-    pub(crate) fn release_child(&self, key: usize) {
-        self.remove_member(key);
-        for frame in self.chain() {
-            // Invariant 6: only a fence that waits for its children needs the wake-up.
-            if frame.live.fetch_sub(1, Ordering::SeqCst) == 1
-                && frame.state.load(Ordering::SeqCst) & WAITING != 0
-            {
-                frame.waker.wake();
-            }
-        }
-    }
 
     /// Hands a panic caught in a child to the nearest scope still running; drops it if none.
     pub(crate) fn fail(&self, payload: Panic, what: &str) {

@@ -8,7 +8,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -73,24 +72,22 @@ fn since(start: Heap) -> Heap {
     }
 }
 
-/// A waker that counts its clones: registering a timer or a listener clones the waker.
-#[derive(Default)]
-struct CountingWaker {
-    clones: AtomicUsize,
-}
+/// A waker whose clones are counted by its `Arc`: registering a timer or a listener clones
+/// the waker.
+struct CountingWaker;
 
 impl Wake for CountingWaker {
     fn wake(self: Arc<Self>) {}
 }
 
 fn counting_waker() -> (Arc<CountingWaker>, Waker) {
-    let counter = Arc::new(CountingWaker::default());
+    let counter = Arc::new(CountingWaker);
     (counter.clone(), Waker::from(counter))
 }
 
-/// Clones of the waker so far: `Arc` strong count minus the handles we hold.
+/// Live clones of the waker (and the handles we hold): its `Arc`'s strong count.
 fn clones(counter: &Arc<CountingWaker>) -> usize {
-    counter.clones.load(Ordering::Relaxed) + Arc::strong_count(counter)
+    Arc::strong_count(counter)
 }
 
 /// Polls once.
@@ -139,9 +136,7 @@ fn pending_run_cost(fencing: &Fencing) -> (usize, Heap) {
     let start = heap();
     let mut run = pin!(fencing.run(future::pending::<()>()));
     assert!(poll_once(run.as_mut(), &waker).is_pending());
-    let cost = (clones(&counter) - before, since(start));
-    drop(run);
-    cost
+    (clones(&counter) - before, since(start))
 }
 
 #[test]
@@ -245,7 +240,7 @@ fn scoped_children_bytes(n: usize) -> isize {
         let mut fence = pin!(scope.fence(&cx, |cx| {
             let start = heap();
             for _ in 0..n {
-                let _ = cx.spawn(future::pending::<()>());
+                drop(cx.spawn(future::pending::<()>()));
             }
             held.set(since(start).live);
             future::ready(())

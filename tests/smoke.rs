@@ -14,7 +14,7 @@ fn timeout_tears_down_children_before_fence_returns() {
         let result = scope
             .fence(&cx, |cx| async move {
                 for _ in 0..50 {
-                    let _ = cx.spawn(hold_forever(l.track()));
+                    drop(cx.spawn(hold_forever(l.track())));
                 }
                 futures_lite::future::pending::<()>().await
             })
@@ -70,7 +70,7 @@ fn shared_flag_is_owned_by_outer_scope_across_children() {
                     let inner = cx.fencing().flag(&f, "stop").scope();
                     let r = inner
                         .fence(&cx, |cx| async move {
-                            let _ = cx.spawn(hold_forever(l.track()));
+                            drop(cx.spawn(hold_forever(l.track())));
                             f.set();
                             futures_lite::future::pending::<()>().await
                         })
@@ -109,8 +109,8 @@ fn child_panic_resumes_from_fence_after_teardown() {
             Fencing::new()
                 .scope()
                 .fence(&cx, |cx| async move {
-                    let _ = cx.spawn(hold_forever(l.track()));
-                    let _ = cx.spawn(async { panic!("boom") });
+                    drop(cx.spawn(hold_forever(l.track())));
+                    drop(cx.spawn(async { panic!("boom") }));
                     futures_lite::future::pending::<()>().await
                 })
                 .await
