@@ -446,7 +446,6 @@ impl Frame {
         }
     }
 
-
     /// Hands a panic caught in a child to the nearest scope still running; drops it if none.
     pub(crate) fn fail(&self, payload: Panic, what: &str) {
         let mut payload = payload;
