@@ -915,7 +915,13 @@ where
                         shared.state.fetch_or(WAITING, Ordering::SeqCst);
                     }
                     shared.waker.register(cx.waker());
-                    let fired = match armed.check(&shared.fencing, cx, true) {
+                    // An empty fencing (a scope that only owns children) has nothing to arm.
+                    let checked = if shared.fencing.is_empty() {
+                        Ok(Vec::new())
+                    } else {
+                        armed.check(&shared.fencing, cx, true)
+                    };
+                    let fired = match checked {
                         Ok(fired) => fired,
                         Err(panic) => {
                             let _ = shared.fail_here(panic, "trigger");
