@@ -24,6 +24,11 @@
 //!    it walks `members` under the same lock, so every member is either refused or cancelled.
 //!    Finishing with `Ok` happens under that lock too, so no child is added after it, and the
 //!    members still there (nested scopes of an escaped `Cx`) are woken under that same lock.
+//!    Adding sets `HAS_MEMBERS` (under the lock, before it looks at `CANCELLED`/`FINISHED`,
+//!    in one read-modify-write of `state`). A scope without it finishes with one
+//!    compare-and-swap that fails if a member came in meanwhile, and skips the lock when it
+//!    wakes its members: whoever set `CANCELLED` or `FINISHED` before an add made the add
+//!    fail, and an add before it left `HAS_MEMBERS` for it to see.
 //! 6. `live` counts the child tasks of this scope and of every scope nested in it whose
 //!    futures have not been dropped. It is raised before a child is spawned and lowered after
 //!    the child's future was dropped; the fence returns only when it is zero, so every child
@@ -69,6 +74,8 @@ const CANCELLED: u8 = 2;
 const FINISHED: u8 = 4;
 /// The fence waits for `live` to reach zero (invariant 6).
 const WAITING: u8 = 8;
+/// A member was added (or tried to be) at some point (invariant 5).
+const HAS_MEMBERS: u8 = 16;
 
 /// The state every handle of one scope shares.
 pub(crate) struct Shared {
@@ -222,8 +229,18 @@ impl Shared {
     fn decide(&self, fired: Vec<Reason>) {
         {
             let mut record = lock(&self.record);
-            let record = record.get_or_insert_with(Box::default);
-            if !record.frozen {
+            let record = record.get_or_insert_with(|| {
+                // The first reasons: keep the list as it is (it has no duplicates).
+                Box::new(Record {
+                    reasons: Vec::new(),
+                    frozen: false,
+                    panic: None,
+                })
+            });
+            if !record.frozen && record.reasons.is_empty() && !fired.is_empty() {
+                record.reasons = dedup(fired);
+                record.frozen = true;
+            } else if !record.frozen {
                 for reason in fired {
                     push_unique(&mut record.reasons, reason);
                 }
@@ -237,20 +254,25 @@ impl Shared {
         self.wake_members();
     }
 
-    /// Cancels every child and wakes every nested scope.
+    /// Cancels every child and wakes every nested scope. Call after setting `CANCELLED` or
+    /// `FINISHED`; a scope that never had a member takes no lock (invariant 5).
     fn wake_members(&self) {
-        wake_all(&mut lock(&self.members));
+        if self.state() & HAS_MEMBERS != 0 {
+            wake_all(&mut lock(&self.members));
+        }
     }
 
-    /// Adds a member unless the scope is cancelled or finished (invariant 5).
-    fn add_member(&self, member: Member, on_added: impl FnOnce()) -> Option<usize> {
+    /// Marks the scope as having members and returns `true` unless it is cancelled or
+    /// finished. Call with `members` locked (invariant 5).
+    fn admit(&self) -> bool {
+        self.state.fetch_or(HAS_MEMBERS, Ordering::AcqRel) & (CANCELLED | FINISHED) == 0
+    }
+
+    /// Adds a nested scope unless this one is cancelled or finished (invariant 5).
+    fn add_nested(&self, nested: Arc<Shared>) -> Option<usize> {
         let mut members = lock(&self.members);
-        if self.state() & (CANCELLED | FINISHED) != 0 {
-            return None;
-        }
-        let key = members.slab.insert(member);
-        on_added();
-        Some(key)
+        self.admit()
+            .then(|| members.slab.insert(Member::Nested(nested)))
     }
 
     fn remove_member(&self, key: usize) {
@@ -260,6 +282,23 @@ impl Shared {
     /// Finishes with `Ok` if no child is live and nobody cancelled, and wakes the members
     /// left (invariants 3, 5, 6).
     fn try_finish_ok(&self) -> bool {
+        let state = self.state();
+        if state & HAS_MEMBERS == 0 {
+            // No member ever: one compare-and-swap, no lock. A member added meanwhile sets
+            // `HAS_MEMBERS` first, which makes it fail (then the locked path below decides).
+            if state & CANCELLED != 0 || self.live.load(Ordering::Acquire) != 0 {
+                return false;
+            }
+            let finish = self.state.compare_exchange(
+                state,
+                state | FINISHED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            if finish.is_ok() {
+                return true;
+            }
+        }
         let mut members = lock(&self.members);
         if self.live.load(Ordering::Acquire) != 0 {
             return false;
@@ -275,6 +314,18 @@ impl Shared {
         }
         finished
     }
+}
+
+/// `reasons` with duplicates removed, order kept.
+fn dedup(reasons: Vec<Reason>) -> Vec<Reason> {
+    if reasons.len() < 2 {
+        return reasons;
+    }
+    let mut out = Vec::with_capacity(reasons.len());
+    for reason in reasons {
+        push_unique(&mut out, reason);
+    }
+    out
 }
 
 /// Runs `f` on the slot of child `(key, id)`; `false` if that child is gone.
@@ -367,7 +418,7 @@ impl Frame {
             return None;
         }
         let mut members = lock(&self.members);
-        if self.state() & (CANCELLED | FINISHED) != 0 {
+        if !self.admit() {
             return None;
         }
         let id = members.next_id;
@@ -817,7 +868,7 @@ where
                         unreachable!("a scope is entered once (invariant 1)");
                     }
                     if let Some(parent) = shared.parent() {
-                        *this.parent_key = parent.add_member(Member::Nested(shared.clone()), || {});
+                        *this.parent_key = parent.add_nested(shared.clone());
                     }
                     *this.phase = Phase::Running;
 
