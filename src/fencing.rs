@@ -495,6 +495,7 @@ impl Fencing {
 }
 
 /// `now + after`, or [`Due::Never`] when that overflows `Instant`.
+#[inline]
 pub(crate) fn anchor_at(now: Instant, after: Duration) -> Due {
     now.checked_add(after).map_or(Due::Never, Due::At)
 }
