@@ -3,8 +3,9 @@
 //! # Invariants
 //!
 //! 1. `set` turns `false` to `true` at most once and never back.
-//! 2. `reason` is written once, under its lock, before `set` is stored (`Release`); so a
-//!    reader that saw `set == true` (`Acquire`) finds `reason` filled.
+//! 2. `reason` is written once (a `OnceLock`: the first setter wins) before `set` is stored
+//!    (`Release`); so a reader that saw `set == true` (`Acquire`) finds `reason` filled, and
+//!    reads it without a lock.
 //! 3. `event` is notified after `set` is stored. A waiter creates its listener *before* its
 //!    last look at `set`, so a `set` that it did not see notifies its listener: no wake-up is
 //!    lost.
@@ -12,13 +13,13 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use event_listener::{Event, EventListener};
 
 use crate::reason::{Code, Reason, ReasonKind};
-use crate::sync::{lock, AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, Ordering};
 
 /// A one-shot latch: the `asyncio.Event` of this crate.
 ///
@@ -55,7 +56,7 @@ struct Inner {
     set: AtomicBool,
     /// The kind and message of the first `set` (invariant 2); the message is shared, so
     /// every scope watching the flag reports it without allocating.
-    reason: Mutex<Option<(ReasonKind, Code)>>,
+    reason: OnceLock<(ReasonKind, Code)>,
     /// Notified once, after `set` (invariant 3).
     event: Event,
 }
@@ -72,7 +73,7 @@ impl Flag {
         Flag {
             inner: Arc::new(Inner {
                 set: AtomicBool::new(false),
-                reason: Mutex::new(None),
+                reason: OnceLock::new(),
                 event: Event::new(),
             }),
         }
@@ -132,16 +133,12 @@ impl Flag {
 
     /// Sets the flag unless it is set; `true` if this call set it.
     fn latch(&self, kind: ReasonKind, message: Code) -> bool {
-        {
-            let mut reason = lock(&self.inner.reason);
-            if reason.is_some() {
-                return false;
-            }
-            *reason = Some((kind, message));
-            // Invariant 2: the reason is in place before anyone can see the flag set.
-            self.inner.set.store(true, Ordering::Release);
+        if self.inner.reason.set((kind, message)).is_err() {
+            return false;
         }
-        // Invariant 3: notify after the store, outside the lock.
+        // Invariant 2: the reason is in place before anyone can see the flag set.
+        self.inner.set.store(true, Ordering::Release);
+        // Invariant 3: notify after the store.
         self.inner.event.notify(usize::MAX);
         true
     }
@@ -171,9 +168,10 @@ impl Flag {
     /// assert_eq!(flag.message().as_deref(), Some("flag set"));
     /// ```
     pub fn message(&self) -> Option<String> {
-        lock(&self.inner.reason)
-            .as_ref()
-            .map(|(_, m)| m.as_str().to_owned())
+        if !self.is_set() {
+            return None;
+        }
+        self.inner.reason.get().map(|(_, m)| m.as_str().to_owned())
     }
 
     /// Waits until the flag is set.
@@ -212,7 +210,7 @@ impl Flag {
         if !self.is_set() {
             return None;
         }
-        let (kind, message) = lock(&self.inner.reason).clone()?;
+        let (kind, message) = self.inner.reason.get()?.clone();
         Some(Reason::with_message(kind, code.clone(), message))
     }
 

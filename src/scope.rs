@@ -9,14 +9,13 @@
 //!
 //! 1. `ENTERED` is set once, by the first poll of a [`Fence`]; a second entry panics.
 //! 2. `CANCELLED` is never cleared. It is set while holding the `record` lock, together with
-//!    at least one reason, so whoever sees it and then takes the lock finds a reason. The
-//!    record itself is allocated on the first reason or panic: a scope that is never
-//!    cancelled holds none.
+//!    at least one reason, so whoever sees it and then takes the lock finds a reason.
 //! 3. `FINISHED` is set once: when the fence returns, or when its future is dropped early.
 //!    A fence returns `Ok` only through one compare-and-swap from a state without
 //!    `CANCELLED` to one with `FINISHED`; `Scope::cancel` sets `CANCELLED` only through a
 //!    compare-and-swap from a state without `FINISHED`. So exactly one of them wins.
-//! 4. `record.frozen` is set when the fence decides to cancel; no reason is added after it.
+//! 4. `FROZEN` is set, under the `record` lock, when the fence decides to cancel; no reason
+//!    is added after it (whoever adds one holds that lock and looks at `FROZEN` first).
 //!    So the reasons of `Err` are exactly [`Scope::reasons`], and triggers that fire later
 //!    are never recorded.
 //! 5. A member (child task or nested scope) is added to `members` only under its lock, and
@@ -41,13 +40,17 @@
 //!    a flag set or its deadline passed, the outer scope owns the cancellation and this one
 //!    waits to be dropped. Only a scope that is polled although an ancestor has *decided*
 //!    cancelling (its `Cx` escaped into a task the ancestor does not own) ends on its own,
-//!    with the ancestor's reasons.
+//!    with the ancestor's reasons, and only on a later poll: the first time it sees the
+//!    decision it returns `Pending` once, waking itself, so that a task the ancestor owns
+//!    (whose poll was under way when the ancestor decided) is stopped by its child wrapper
+//!    before the scope is polled again.
 //! 8. `entry` is set once, at entry, before any `Cx` points to this scope, and never changes.
 //!    A nested scope holds its parent through it; the parent holds the nested scope in
 //!    `members` only until the nested fence returns or is dropped, so no cycle outlives it.
 //! 9. A child is stopped by state that is set before it is woken: its scope's `CANCELLED`
 //!    or `FINISHED`, an enclosing scope's `CANCELLED`, or `by_handle` in its slot (set under
-//!    the `members` lock, with `handle_cancels` raised). A pending child registers its waker
+//!    the `members` lock, with the `HANDLE_CANCELS` bit set; a child that sees no such bit
+//!    needs no lock to know its handle did not cancel it). A pending child registers its waker
 //!    in its slot under that lock *before* it looks again, and whoever sets that state wakes
 //!    the slot's waker after, so no cancel is missed. The slot's `id` keeps a handle from
 //!    cancelling a later child that reuses the entry.
@@ -76,19 +79,21 @@ const FINISHED: u8 = 4;
 const WAITING: u8 = 8;
 /// A member was added (or tried to be) at some point (invariant 5).
 const HAS_MEMBERS: u8 = 16;
+/// Some child was cancelled through its handle (invariant 9).
+const HANDLE_CANCELS: u8 = 32;
+/// The reasons are final (invariant 4).
+const FROZEN: u8 = 64;
 
 /// The state every handle of one scope shares.
 pub(crate) struct Shared {
     fencing: Fencing,
     state: AtomicU8,
-    /// Reasons, frozen flag and first panic; allocated when first needed (invariant 2).
-    record: Mutex<Option<Box<Record>>>,
+    /// Reasons and first panic (invariants 2, 4).
+    record: Mutex<Record>,
     /// The waker of the fence future (invariants 3, 6).
     waker: WakerSlot,
     members: Mutex<Members>,
     live: AtomicUsize,
-    /// How many children were cancelled through their handles (invariant 9).
-    handle_cancels: AtomicUsize,
     /// Set once at entry (invariant 8).
     entry: OnceLock<Entry>,
 }
@@ -104,11 +109,12 @@ struct Entry {
     deadline: Option<Instant>,
 }
 
+/// Why the scope was cancelled (invariants 2, 4). Small, so that an idle scope stays small:
+/// the panic, rarely there, is boxed once more.
 #[derive(Default)]
 struct Record {
     reasons: Vec<Reason>,
-    frozen: bool,
-    panic: Option<Panic>,
+    panic: Option<Box<Panic>>,
 }
 
 /// Something a scope must reach when it cancels.
@@ -140,14 +146,13 @@ impl Shared {
         Shared {
             fencing,
             state: AtomicU8::new(0),
-            record: Mutex::new(None),
+            record: Mutex::new(Record::default()),
             waker: WakerSlot::new(),
             members: Mutex::new(Members {
                 slab: Slab::new(),
                 next_id: 0,
             }),
             live: AtomicUsize::new(0),
-            handle_cancels: AtomicUsize::new(0),
             entry: OnceLock::new(),
         }
     }
@@ -161,23 +166,24 @@ impl Shared {
         self.state.load(Ordering::Acquire)
     }
 
+    /// Invariant 4. Call with `record` locked.
+    fn frozen(&self) -> bool {
+        self.state() & FROZEN != 0
+    }
+
     fn is_cancelled_here(&self) -> bool {
         self.state() & CANCELLED != 0
     }
 
     fn reasons_here(&self) -> Vec<Reason> {
-        lock(&self.record)
-            .as_ref()
-            .map(|r| r.reasons.clone())
-            .unwrap_or_default()
+        lock(&self.record).reasons.clone()
     }
 
     /// Records `reason` and marks the scope cancelled, unless it is frozen or finished.
     fn request_cancel(&self, reason: Reason) {
         {
             let mut record = lock(&self.record);
-            let record = record.get_or_insert_with(Box::default);
-            if record.frozen || !self.set_cancelled() {
+            if self.frozen() || !self.set_cancelled() {
                 return;
             }
             push_unique(&mut record.reasons, reason);
@@ -213,10 +219,9 @@ impl Shared {
             if self.state() & FINISHED != 0 {
                 return Err(payload);
             }
-            let record = record.get_or_insert_with(Box::default);
             let reason = internal::panicked(what, &*payload);
-            record.panic.get_or_insert(payload);
-            if !record.frozen && self.set_cancelled() {
+            record.panic.get_or_insert_with(|| Box::new(payload));
+            if !self.frozen() && self.set_cancelled() {
                 push_unique(&mut record.reasons, reason);
             }
         }
@@ -229,27 +234,19 @@ impl Shared {
     fn decide(&self, fired: Vec<Reason>) {
         {
             let mut record = lock(&self.record);
-            let record = record.get_or_insert_with(|| {
-                // The first reasons: keep the list as it is (it has no duplicates).
-                Box::new(Record {
-                    reasons: Vec::new(),
-                    frozen: false,
-                    panic: None,
-                })
-            });
-            if !record.frozen && record.reasons.is_empty() && !fired.is_empty() {
+            let frozen = self.frozen();
+            if !frozen && record.reasons.is_empty() && !fired.is_empty() {
+                // The first reasons: keep the list as it was made.
                 record.reasons = dedup(fired);
-                record.frozen = true;
-            } else if !record.frozen {
+            } else if !frozen {
                 for reason in fired {
                     push_unique(&mut record.reasons, reason);
                 }
                 if record.reasons.is_empty() {
                     record.reasons.push(internal::scope_dropped());
                 }
-                record.frozen = true;
             }
-            self.state.fetch_or(CANCELLED, Ordering::AcqRel);
+            self.state.fetch_or(CANCELLED | FROZEN, Ordering::AcqRel);
         }
         self.wake_members();
     }
@@ -460,7 +457,7 @@ impl Frame {
 
     /// `true` if the child `(key, id)` was cancelled through its handle.
     pub(crate) fn child_cancelled_by_handle(&self, key: u32, id: u32) -> bool {
-        self.handle_cancels.load(Ordering::Acquire) != 0
+        self.state() & HANDLE_CANCELS != 0
             && with_child(&mut lock(&self.members), key, id, |slot| slot.by_handle)
     }
 
@@ -485,7 +482,7 @@ impl Frame {
             with_child(&mut members, key, id, |slot| {
                 if !slot.by_handle {
                     slot.by_handle = true;
-                    self.handle_cancels.fetch_add(1, Ordering::AcqRel);
+                    self.state.fetch_or(HANDLE_CANCELS, Ordering::AcqRel);
                 }
                 waker = slot.waker.take();
                 true
@@ -653,6 +650,7 @@ impl Scope {
             armed: None,
             parent_key: None,
             phase: Phase::Idle,
+            deferred: false,
         }
     }
 
@@ -732,8 +730,9 @@ impl Scope {
     /// ```
     pub fn cancelled_by(&self, code: &str) -> bool {
         lock(&self.shared.record)
-            .as_ref()
-            .is_some_and(|r| r.reasons.iter().any(|r| r.code() == code))
+            .reasons
+            .iter()
+            .any(|r| r.code() == code)
     }
 
     /// Returns the fencing this scope arms.
@@ -793,6 +792,8 @@ pin_project! {
         armed: Option<Armed>,
         parent_key: Option<usize>,
         phase: Phase,
+        // An ancestor's decision was seen once (invariant 7).
+        deferred: bool,
     }
 
     impl<F, Fut> PinnedDrop for Fence<F, Fut>
@@ -881,6 +882,12 @@ where
                                 return Poll::Pending;
                             }
                             Probe::Decided(reasons) => {
+                                // Invariant 7: yield once first.
+                                if !*this.deferred {
+                                    *this.deferred = true;
+                                    cx.waker().wake_by_ref();
+                                    return Poll::Pending;
+                                }
                                 shared.decide(reasons);
                                 *this.phase = Phase::Teardown;
                                 continue;
@@ -915,6 +922,12 @@ where
                                 return Poll::Pending;
                             }
                             Probe::Decided(reasons) => {
+                                // Invariant 7: yield once first.
+                                if !*this.deferred {
+                                    *this.deferred = true;
+                                    cx.waker().wake_by_ref();
+                                    return Poll::Pending;
+                                }
                                 shared.decide(reasons);
                                 *this.phase = Phase::Teardown;
                                 continue;
@@ -987,6 +1000,12 @@ where
                             }
                             Probe::Firing => return Poll::Pending,
                             Probe::Decided(reasons) => {
+                                // Invariant 7: yield once first.
+                                if !*this.deferred {
+                                    *this.deferred = true;
+                                    cx.waker().wake_by_ref();
+                                    return Poll::Pending;
+                                }
                                 shared.decide(reasons);
                                 *this.phase = Phase::Teardown;
                             }
@@ -1021,11 +1040,10 @@ where
                     shared.wake_members();
                     let (reasons, panic) = {
                         let mut record = lock(&shared.record);
-                        let record = record.get_or_insert_with(Box::default);
                         (record.reasons.clone(), record.panic.take())
                     };
                     if let Some(panic) = panic {
-                        resume_unwind(panic);
+                        resume_unwind(*panic);
                     }
                     return Poll::Ready(Err(Cancelled::from_reasons(reasons)));
                 }
