@@ -188,7 +188,7 @@ impl Shared {
             }
             push_unique(&mut record.reasons, reason);
         }
-        self.waker.wake();
+        self.waker.wake_keep();
     }
 
     /// Sets `CANCELLED` unless `FINISHED` is set (invariant 3). Call with `record` locked.
@@ -225,7 +225,7 @@ impl Shared {
                 push_unique(&mut record.reasons, reason);
             }
         }
-        self.waker.wake();
+        self.waker.wake_keep();
         Ok(())
     }
 
@@ -262,7 +262,15 @@ impl Shared {
     /// Marks the scope as having members and returns `true` unless it is cancelled or
     /// finished. Call with `members` locked (invariant 5).
     fn admit(&self) -> bool {
-        self.state.fetch_or(HAS_MEMBERS, Ordering::AcqRel) & (CANCELLED | FINISHED) == 0
+        let state = self.state();
+        // Once `HAS_MEMBERS` is set, whoever sets `CANCELLED` or `FINISHED` then takes this
+        // lock to wake the members, so a plain look under the lock is enough.
+        let state = if state & HAS_MEMBERS == 0 {
+            self.state.fetch_or(HAS_MEMBERS, Ordering::AcqRel)
+        } else {
+            state
+        };
+        state & (CANCELLED | FINISHED) == 0
     }
 
     /// Adds a nested scope unless this one is cancelled or finished (invariant 5).
@@ -348,7 +356,7 @@ fn wake_all(members: &mut Members) {
                     waker.wake();
                 }
             }
-            Member::Nested(shared) => shared.waker.wake(),
+            Member::Nested(shared) => shared.waker.wake_keep(),
         }
     }
 }
@@ -441,7 +449,7 @@ impl Frame {
             if frame.live.fetch_sub(1, Ordering::SeqCst) == 1
                 && frame.state.load(Ordering::SeqCst) & WAITING != 0
             {
-                frame.waker.wake();
+                frame.waker.wake_keep();
             }
         }
     }
@@ -651,6 +659,7 @@ impl Scope {
             parent_key: None,
             phase: Phase::Idle,
             deferred: false,
+            registered: None,
         }
     }
 
@@ -794,6 +803,8 @@ pin_project! {
         phase: Phase,
         // An ancestor's decision was seen once (invariant 7).
         deferred: bool,
+        // What is registered in `shared.waker`, which keeps it when woken.
+        registered: Option<Waker>,
     }
 
     impl<F, Fut> PinnedDrop for Fence<F, Fut>
@@ -817,6 +828,16 @@ pin_project! {
             unregister(this.shared, this.parent_key);
         }
     }
+}
+
+/// Registers `waker` in the scope's slot unless it is there already: the slot keeps what it
+/// holds when it wakes (`wake_keep`), so a fence polled by the same task takes no lock.
+fn register(slot: &WakerSlot, registered: &mut Option<Waker>, waker: &Waker) {
+    if registered.as_ref().is_some_and(|r| r.will_wake(waker)) {
+        return;
+    }
+    slot.register(waker);
+    *registered = Some(waker.clone());
 }
 
 /// Drops the body in place, catching a panic of its `Drop`.
@@ -878,7 +899,7 @@ where
                         match shared.probe() {
                             Probe::Clear => {}
                             Probe::Firing => {
-                                shared.waker.register(cx.waker());
+                                register(&shared.waker, this.registered, cx.waker());
                                 return Poll::Pending;
                             }
                             Probe::Decided(reasons) => {
@@ -918,7 +939,7 @@ where
                         match shared.probe() {
                             Probe::Clear => {}
                             Probe::Firing => {
-                                shared.waker.register(cx.waker());
+                                register(&shared.waker, this.registered, cx.waker());
                                 return Poll::Pending;
                             }
                             Probe::Decided(reasons) => {
@@ -978,7 +999,7 @@ where
                     if *this.phase == Phase::Joining {
                         shared.state.fetch_or(WAITING, Ordering::SeqCst);
                     }
-                    shared.waker.register(cx.waker());
+                    register(&shared.waker, this.registered, cx.waker());
                     // An empty fencing (a scope that only owns children) has nothing to arm.
                     let checked = if shared.fencing.is_empty() {
                         Ok(Vec::new())
@@ -1029,7 +1050,7 @@ where
                     if shared.live.load(Ordering::Acquire) != 0 {
                         // Invariant 6: say we wait, register, look again.
                         shared.state.fetch_or(WAITING, Ordering::SeqCst);
-                        shared.waker.register(cx.waker());
+                        register(&shared.waker, this.registered, cx.waker());
                         if shared.live.load(Ordering::SeqCst) != 0 {
                             return Poll::Pending;
                         }

@@ -32,8 +32,11 @@ pub(crate) type Panic = Box<dyn Any + Send>;
 pub(crate) struct Armed {
     /// The one time trigger that can fire (invariant 2).
     time: Option<TimeSlot>,
-    /// One slot per trigger, only when there are flags or custom triggers.
+    /// One slot per trigger, only when there are flags or custom triggers and more than
+    /// one trigger.
     slots: Vec<Slot>,
+    /// The listener of a fencing whose one trigger is a flag: no slots to allocate.
+    lone_flag: Option<EventListener>,
 }
 
 struct TimeSlot {
@@ -86,7 +89,7 @@ impl Armed {
                 }
             }
         }
-        let slots = if others {
+        let slots = if others && !matches!(triggers, [Trigger::Flag { .. }]) {
             triggers
                 .iter()
                 .map(|t| match t {
@@ -106,6 +109,7 @@ impl Armed {
                 fired: false,
             }),
             slots,
+            lone_flag: None,
         };
         (armed, now)
     }
@@ -125,6 +129,7 @@ impl Armed {
         Armed {
             time,
             slots: Vec::new(),
+            lone_flag: None,
         }
     }
 
@@ -186,7 +191,12 @@ impl Armed {
                     }
                 }
                 Trigger::Flag { flag, code } => {
-                    let Some(Slot::Flag(listener)) = self.slots.get_mut(index) else {
+                    let listener = if self.slots.is_empty() {
+                        // Only a lone flag is armed without slots.
+                        &mut self.lone_flag
+                    } else if let Some(Slot::Flag(listener)) = self.slots.get_mut(index) {
+                        listener
+                    } else {
                         continue;
                     };
                     let set = if register {
