@@ -3,8 +3,11 @@
 //!
 //! # Invariants
 //!
-//! 1. `Ctl::state` bits are only ever set. The wrapper registers its waker *before* it reads
-//!    them, and a canceller sets a bit *before* it wakes, so a cancel is never missed.
+//! 1. A scoped child is stopped by its scope's state and its slot there (scope invariant 9);
+//!    a root child by its `Ctl` bits, which are only ever set. The wrapper looks before it
+//!    polls the future; when the future is pending, it registers its waker *before* it looks
+//!    again, and a canceller sets its state *before* it wakes, so a cancel is never missed. A
+//!    child that finishes on its first poll registers no waker at all.
 //! 2. A cancelled wrapper drops the child's future before it returns `Ready`; a wrapper
 //!    dropped by the executor drops the future first, then leaves its scope (`live` goes
 //!    down only after the future is gone).
@@ -17,7 +20,7 @@ use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use async_task::Task;
 use pin_project_lite::pin_project;
@@ -25,35 +28,20 @@ use pin_project_lite::pin_project;
 use crate::instrument::{Kind, Token};
 use crate::reason::{internal, Cancelled};
 use crate::scope::Frame;
-use crate::sync::{AtomicU8, Executor, Ordering, WakerSlot};
+use crate::sync::{AtomicBool, Executor, Ordering, WakerSlot};
 use crate::trigger::Panic;
 
-const BY_SCOPE: u8 = 1;
-const BY_HANDLE: u8 = 2;
-
-/// The control block a scope and a [`Child`] handle share with the child's wrapper.
+/// The control block a root child shares with its [`Child`] handle. A scoped child needs
+/// none: its scope keeps its waker (scope invariant 9).
 pub(crate) struct Ctl {
-    state: AtomicU8,
+    cancelled: AtomicBool,
     waker: WakerSlot,
 }
 
 impl Ctl {
-    pub(crate) fn new() -> Ctl {
-        Ctl {
-            state: AtomicU8::new(0),
-            waker: WakerSlot::new(),
-        }
-    }
-
-    /// Called by the scope, under its members lock: marks the child cancelled and hands
-    /// back its waker, to be woken once the lock is released (invariant 1).
-    pub(crate) fn cancel_by_scope(&self) -> Option<Waker> {
-        self.state.fetch_or(BY_SCOPE, Ordering::AcqRel);
-        self.waker.take()
-    }
-
-    fn cancel(&self, bit: u8) {
-        self.state.fetch_or(bit, Ordering::AcqRel);
+    fn cancel(&self) {
+        // Invariant 1: the state first, then the wake-up.
+        self.cancelled.store(true, Ordering::Release);
         self.waker.wake();
     }
 }
@@ -65,10 +53,61 @@ pub(crate) enum Outcome<T> {
     Panicked(Panic),
 }
 
-/// The scope a child belongs to, and its key there.
-pub(crate) struct Owner {
-    frame: Arc<Frame>,
-    key: usize,
+/// What a child is attached to.
+pub(crate) enum Link {
+    /// A child of a scope: its scope and its slot there.
+    Scoped {
+        frame: Arc<Frame>,
+        key: u32,
+        id: u32,
+    },
+    /// A task owned by its handle (spawned on a root `Cx`).
+    Root(Arc<Ctl>),
+}
+
+impl Link {
+    /// Why the child must stop now, if it must.
+    fn stopped(&self) -> Option<Cancelled> {
+        match self {
+            Link::Scoped { frame, key, id } => frame
+                .child_stopped(*key, *id)
+                .then(|| self.error(frame, *key, *id)),
+            Link::Root(ctl) => ctl
+                .cancelled
+                .load(Ordering::Acquire)
+                .then(|| Cancelled::new(internal::child_cancelled())),
+        }
+    }
+
+    /// Registers `cx`'s waker, then looks again (invariant 1).
+    fn park(&self, cx: &Context<'_>) -> Option<Cancelled> {
+        match self {
+            Link::Scoped { frame, key, id } => frame
+                .park_child(*key, *id, cx.waker())
+                .then(|| self.error(frame, *key, *id)),
+            Link::Root(ctl) => {
+                ctl.waker.register(cx.waker());
+                self.stopped()
+            }
+        }
+    }
+
+    /// The error of a scoped child that must stop: its handle's, or its scope's.
+    fn error(&self, frame: &Frame, key: u32, id: u32) -> Cancelled {
+        if frame.child_cancelled_by_handle(key, id) {
+            Cancelled::new(internal::child_cancelled())
+        } else {
+            frame.child_error()
+        }
+    }
+
+    /// The scope, for a scoped child.
+    fn frame(&self) -> Option<&Frame> {
+        match self {
+            Link::Scoped { frame, .. } => Some(frame),
+            Link::Root(_) => None,
+        }
+    }
 }
 
 pin_project! {
@@ -76,8 +115,7 @@ pin_project! {
     pub(crate) struct Guarded<F> {
         #[pin]
         fut: Option<F>,
-        ctl: Arc<Ctl>,
-        owner: Option<Owner>,
+        link: Link,
         live: Token,
     }
 
@@ -85,13 +123,12 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             // Invariant 2: the future first, then leave the scope.
-            if let Err(panic) = drop_fut(this.fut) {
-                if let Some(owner) = this.owner.as_ref() {
-                    owner.frame.fail(panic, "child");
+            let dropped = drop_fut(this.fut);
+            if let Link::Scoped { frame, key, .. } = &*this.link {
+                if let Err(panic) = dropped {
+                    frame.fail(panic, "child");
                 }
-            }
-            if let Some(owner) = this.owner.take() {
-                owner.frame.release_child(owner.key);
+                frame.release_child(*key);
             }
         }
     }
@@ -110,35 +147,24 @@ impl<F: Future> Future for Guarded<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        // Invariant 1: register, then look.
-        this.ctl.waker.register(cx.waker());
-        let state = this.ctl.state.load(Ordering::Acquire);
-        let stopped = if state & BY_HANDLE != 0 {
-            Some(Cancelled::new(internal::child_cancelled()))
-        } else {
-            this.owner.as_ref().and_then(|owner| {
-                (state & BY_SCOPE != 0 || owner.frame.is_cancelled())
-                    .then(|| owner.frame.child_error())
-            })
-        };
-        if let Some(err) = stopped {
-            // Invariant 2: the future is gone before the task completes.
-            if let Err(panic) = drop_fut(this.fut.as_mut()) {
-                return Poll::Ready(report(this.owner, panic));
-            }
-            return Poll::Ready(Outcome::Cancelled(err));
+        // A cancelled child's future is not polled again.
+        if let Some(err) = this.link.stopped() {
+            return Poll::Ready(stop(this.fut, this.link, err));
         }
         let Some(fut) = this.fut.as_mut().as_pin_mut() else {
             return Poll::Pending;
         };
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(out)) => Poll::Ready(Outcome::Done(out)),
-            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Pending) => match this.link.park(cx) {
+                Some(err) => Poll::Ready(stop(this.fut, this.link, err)),
+                None => Poll::Pending,
+            },
             Err(panic) => {
-                let outcome = report(this.owner, panic);
+                let outcome = report(this.link, panic);
                 if let Err(again) = drop_fut(this.fut) {
-                    if let Some(owner) = this.owner.as_ref() {
-                        owner.frame.fail(again, "child");
+                    if let Some(frame) = this.link.frame() {
+                        frame.fail(again, "child");
                     }
                 }
                 Poll::Ready(outcome)
@@ -147,19 +173,27 @@ impl<F: Future> Future for Guarded<F> {
     }
 }
 
+/// Drops the child's future before the task completes (invariant 2).
+fn stop<F, T>(fut: Pin<&mut Option<F>>, link: &Link, err: Cancelled) -> Outcome<T> {
+    match drop_fut(fut) {
+        Ok(()) => Outcome::Cancelled(err),
+        Err(panic) => report(link, panic),
+    }
+}
+
 /// Invariant 3: where a caught panic goes, and what the child reports.
-fn report<T>(owner: &Option<Owner>, panic: Panic) -> Outcome<T> {
-    match owner.as_ref() {
-        Some(owner) => {
+fn report<T>(link: &Link, panic: Panic) -> Outcome<T> {
+    match link.frame() {
+        Some(frame) => {
             let reason = internal::panicked("child", &*panic);
-            owner.frame.fail(panic, "child");
+            frame.fail(panic, "child");
             Outcome::Cancelled(Cancelled::new(reason))
         }
         None => Outcome::Panicked(panic),
     }
 }
 
-/// Spawns `fut` on `cx`'s executor as a child of `owner`'s scope (or as a root task).
+/// Spawns `fut` on `cx`'s executor as a child of `frame`'s scope (or as a root task).
 pub(crate) fn spawn<T, F>(
     executor: &Executor<'static>,
     frame: Option<&Arc<Frame>>,
@@ -169,36 +203,56 @@ where
     F: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
-    let ctl = Arc::new(Ctl::new());
-    let owner = match frame {
-        None => None,
-        Some(frame) => match frame.add_child(ctl.clone()) {
-            Some(key) => Some(Owner {
-                frame: frame.clone(),
-                key,
-            }),
+    let (task_link, handle_link) = match frame {
+        None => {
+            let ctl = Arc::new(Ctl {
+                cancelled: AtomicBool::new(false),
+                waker: WakerSlot::new(),
+            });
+            (Link::Root(ctl.clone()), Handle::Root(ctl))
+        }
+        Some(frame) => match frame.add_child() {
+            Some((key, id)) => (
+                Link::Scoped {
+                    frame: frame.clone(),
+                    key,
+                    id,
+                },
+                Handle::Scoped {
+                    frame: frame.clone(),
+                    key,
+                    id,
+                },
+            ),
             None => {
                 // Cancelled or finished: the child is cancelled at once, `fut` never runs.
                 return Child {
                     state: State::Refused(Some(frame.refusal())),
-                    ctl,
-                    owned: false,
+                    handle: Handle::Refused,
                 };
             }
         },
     };
-    let owned = owner.is_none();
     let task = executor.spawn(Guarded {
         fut: Some(fut),
-        ctl: ctl.clone(),
-        owner,
+        link: task_link,
         live: Token::new(Kind::Child),
     });
     Child {
         state: State::Task(Some(task)),
-        ctl,
-        owned,
+        handle: handle_link,
     }
+}
+
+/// How a [`Child`] handle reaches its task to cancel it.
+enum Handle {
+    Scoped {
+        frame: Arc<Frame>,
+        key: u32,
+        id: u32,
+    },
+    Root(Arc<Ctl>),
+    Refused,
 }
 
 /// A handle to a child task.
@@ -237,8 +291,7 @@ where
 #[must_use = "a child of a scope runs anyway; a root child is cancelled when its handle is dropped"]
 pub struct Child<T> {
     state: State<T>,
-    ctl: Arc<Ctl>,
-    owned: bool,
+    handle: Handle,
 }
 
 enum State<T> {
@@ -270,7 +323,11 @@ impl<T> Child<T> {
     /// }));
     /// ```
     pub fn cancel(&self) {
-        self.ctl.cancel(BY_HANDLE);
+        match &self.handle {
+            Handle::Scoped { frame, key, id } => frame.cancel_child(*key, *id),
+            Handle::Root(ctl) => ctl.cancel(),
+            Handle::Refused => {}
+        }
     }
 
     /// Returns `true` if the child has finished (or was never started).
@@ -351,7 +408,7 @@ impl<T> Drop for Child<T> {
     fn drop(&mut self) {
         if let State::Task(task) = &mut self.state {
             if let Some(task) = task.take() {
-                if self.owned {
+                if matches!(self.handle, Handle::Root(_)) {
                     drop(task);
                 } else {
                     task.detach();
@@ -365,7 +422,7 @@ impl<T> fmt::Debug for Child<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Child")
             .field("is_finished", &self.is_finished())
-            .field("scoped", &!self.owned)
+            .field("scoped", &!matches!(self.handle, Handle::Root(_)))
             .finish_non_exhaustive()
     }
 }

@@ -209,11 +209,10 @@ impl Cx {
     }
 
     /// The `Cx` of a body entering `frame`: same fencing, same executor.
-    pub(crate) fn enter(&self, frame: Arc<Frame>) -> Cx {
+    pub(crate) fn enter(self, frame: Arc<Frame>) -> Cx {
         Cx {
-            fencing: self.fencing.clone(),
             frame: Some(frame),
-            executor: self.executor.clone(),
+            ..self
         }
     }
 }

@@ -59,7 +59,11 @@ impl Trigger {
                 code.clone(),
                 format!("timed out after {after:?}"),
             ),
-            None => Reason::new(ReasonKind::Deadline, code.clone(), "deadline exceeded"),
+            None => Reason::with_message(
+                ReasonKind::Deadline,
+                code.clone(),
+                Code::from("deadline exceeded"),
+            ),
         }
     }
 }
@@ -494,6 +498,7 @@ impl Fencing {
 }
 
 /// `now + after`, or [`Due::Never`] when that overflows `Instant`.
+#[inline]
 pub(crate) fn anchor_at(now: Instant, after: Duration) -> Due {
     now.checked_add(after).map_or(Due::Never, Due::At)
 }
@@ -535,7 +540,13 @@ impl fmt::Debug for Fencing {
 /// # });
 /// ```
 pub fn on_timeout(after: Duration, code: impl Into<Code>) -> Fencing {
-    Fencing::new().timeout(after, code)
+    Fencing {
+        triggers: Triggers::One(Trigger::Time {
+            code: code.into(),
+            timeout: Some(after),
+            due: Due::After(after),
+        }),
+    }
 }
 
 /// Creates a fencing with one absolute deadline. Same as `Fencing::new().deadline(at, code)`.
@@ -601,27 +612,49 @@ impl<F: Future> Future for Run<'_, F> {
         let this = self.project();
         let fencing = *this.fencing;
 
-        // Entry: arm, and return at once if anything is already due (the future is never
-        // polled then).
+        // The future first: a result that is ready is never thrown away.
         let armed = match this.armed {
-            Some(armed) => armed,
-            None => {
-                let armed = this.armed.insert(Armed::arm(fencing));
-                let fired = armed.check(fencing, cx, false).unwrap_or_else(resume);
-                if !fired.is_empty() {
+            Some(armed) => {
+                if let Poll::Ready(out) = this.fut.poll(cx) {
+                    // The timer and listeners go now, not when this future is dropped.
                     *this.armed = None;
-                    return Poll::Ready(Err(Cancelled::from_reasons(fired)));
+                    return Poll::Ready(Ok(out));
                 }
                 armed
             }
+            None => {
+                // Entry: arm, and return at once if anything is already due (the future is
+                // never polled then).
+                if let [Trigger::Time { code, timeout, due }] = fencing.triggers() {
+                    // The quick path of one time trigger: nothing armed unless the future
+                    // is pending.
+                    let now = Instant::now();
+                    let due = match *due {
+                        Due::After(after) => anchor_at(now, after),
+                        due => due,
+                    };
+                    if matches!(due, Due::At(at) if now >= at) {
+                        let reason = Trigger::time_reason(code, *timeout);
+                        return Poll::Ready(Err(Cancelled::new(reason)));
+                    }
+                    if let Poll::Ready(out) = this.fut.poll(cx) {
+                        return Poll::Ready(Ok(out));
+                    }
+                    this.armed.insert(Armed::lone_time(due))
+                } else {
+                    let (mut armed, now) = Armed::arm(fencing);
+                    let fired = armed.check_entry(fencing, cx, now).unwrap_or_else(resume);
+                    if !fired.is_empty() {
+                        return Poll::Ready(Err(Cancelled::from_reasons(fired)));
+                    }
+                    // A future ready at once keeps no armed state and registers no timer.
+                    if let Poll::Ready(out) = this.fut.poll(cx) {
+                        return Poll::Ready(Ok(out));
+                    }
+                    this.armed.insert(armed)
+                }
+            }
         };
-
-        // The future first: a result that is ready is never thrown away.
-        if let Poll::Ready(out) = this.fut.poll(cx) {
-            // The timer and listeners go now, not when this future is dropped.
-            *this.armed = None;
-            return Poll::Ready(Ok(out));
-        }
         let fired = armed.check(fencing, cx, true).unwrap_or_else(resume);
         if fired.is_empty() {
             Poll::Pending

@@ -3,8 +3,9 @@
 //! # Invariants
 //!
 //! 1. `set` turns `false` to `true` at most once and never back.
-//! 2. `reason` is written once, under its lock, before `set` is stored (`Release`); so a
-//!    reader that saw `set == true` (`Acquire`) finds `reason` filled.
+//! 2. `reason` is written once (a `OnceLock`: the first setter wins) before `set` is stored
+//!    (`Release`); so a reader that saw `set == true` (`Acquire`) finds `reason` filled, and
+//!    reads it without a lock.
 //! 3. `event` is notified after `set` is stored. A waiter creates its listener *before* its
 //!    last look at `set`, so a `set` that it did not see notifies its listener: no wake-up is
 //!    lost.
@@ -12,14 +13,14 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use event_listener::{Event, EventListener};
 
 use crate::instrument::{Kind, Token};
 use crate::reason::{Code, Reason, ReasonKind};
-use crate::sync::{lock, AtomicBool, Mutex, Ordering};
+use crate::sync::{AtomicBool, Ordering};
 
 /// A one-shot latch: the `asyncio.Event` of this crate.
 ///
@@ -54,8 +55,9 @@ pub struct Flag {
 struct Inner {
     /// Latched once (invariant 1).
     set: AtomicBool,
-    /// The kind and message of the first `set` (invariant 2).
-    reason: Mutex<Option<(ReasonKind, String)>>,
+    /// The kind and message of the first `set` (invariant 2); the message is shared, so
+    /// every scope watching the flag reports it without allocating.
+    reason: OnceLock<(ReasonKind, Code)>,
     /// Notified once, after `set` (invariant 3).
     event: Event,
 }
@@ -72,7 +74,7 @@ impl Flag {
         Flag {
             inner: Arc::new(Inner {
                 set: AtomicBool::new(false),
-                reason: Mutex::new(None),
+                reason: OnceLock::new(),
                 event: Event::new(),
             }),
         }
@@ -90,7 +92,7 @@ impl Flag {
     /// assert_eq!(flag.message().as_deref(), Some("flag set"));
     /// ```
     pub fn set(&self) {
-        self.set_with(ReasonKind::Flag, "flag set");
+        self.latch(ReasonKind::Flag, Code::from("flag set"));
     }
 
     /// Sets the flag with a message of your own. The first set wins.
@@ -127,16 +129,17 @@ impl Flag {
     /// # });
     /// ```
     pub fn set_with(&self, kind: ReasonKind, message: impl Into<String>) -> bool {
-        {
-            let mut reason = lock(&self.inner.reason);
-            if reason.is_some() {
-                return false;
-            }
-            *reason = Some((kind, message.into()));
-            // Invariant 2: the reason is in place before anyone can see the flag set.
-            self.inner.set.store(true, Ordering::Release);
+        self.latch(kind, Code::from(message.into()))
+    }
+
+    /// Sets the flag unless it is set; `true` if this call set it.
+    fn latch(&self, kind: ReasonKind, message: Code) -> bool {
+        if self.inner.reason.set((kind, message)).is_err() {
+            return false;
         }
-        // Invariant 3: notify after the store, outside the lock.
+        // Invariant 2: the reason is in place before anyone can see the flag set.
+        self.inner.set.store(true, Ordering::Release);
+        // Invariant 3: notify after the store.
         self.inner.event.notify(usize::MAX);
         true
     }
@@ -166,7 +169,10 @@ impl Flag {
     /// assert_eq!(flag.message().as_deref(), Some("flag set"));
     /// ```
     pub fn message(&self) -> Option<String> {
-        lock(&self.inner.reason).as_ref().map(|(_, m)| m.clone())
+        if !self.is_set() {
+            return None;
+        }
+        self.inner.reason.get().map(|(_, m)| m.as_str().to_owned())
     }
 
     /// Waits until the flag is set.
@@ -205,8 +211,8 @@ impl Flag {
         if !self.is_set() {
             return None;
         }
-        let (kind, message) = lock(&self.inner.reason).clone()?;
-        Some(Reason::new(kind, code.clone(), message))
+        let (kind, message) = self.inner.reason.get()?.clone();
+        Some(Reason::with_message(kind, code.clone(), message))
     }
 
     /// Polls for the flag: "try, listen, try again". Returns `Ready` once set.

@@ -15,7 +15,7 @@ pub(crate) enum Kind {
     Timer = 0,
     /// A flag listener (`Flag::wait` or a watched flag).
     Listener = 1,
-    /// An entered scope (its frame, which every `Cx` inside points to).
+    /// An entered scope whose `Fence` future has not been dropped.
     Frame = 2,
     /// A child task's future with its wrapper.
     Child = 3,

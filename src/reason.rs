@@ -182,7 +182,8 @@ impl fmt::Display for ReasonKind {
 pub struct Reason {
     kind: ReasonKind,
     code: Code,
-    message: String,
+    /// Kept like a code: a static message or a shared one, so cloning never allocates.
+    message: Code,
 }
 
 impl Reason {
@@ -195,11 +196,21 @@ impl Reason {
     /// assert_eq!(r.message(), "quota used up");
     /// ```
     pub fn new(kind: ReasonKind, code: impl Into<Code>, message: impl Into<String>) -> Reason {
+        Reason::with_message(kind, code.into(), Code::from(message.into()))
+    }
+
+    /// Creates a reason whose message is already shared (or static): no allocation.
+    pub(crate) fn with_message(kind: ReasonKind, code: Code, message: Code) -> Reason {
         Reason {
             kind,
-            code: code.into(),
-            message: message.into(),
+            code,
+            message,
         }
+    }
+
+    /// Creates a reason with a static code and message: no allocation.
+    pub(crate) fn fixed(kind: ReasonKind, code: &'static str, message: &'static str) -> Reason {
+        Reason::with_message(kind, Code::from(code), Code::from(message))
     }
 
     /// Returns the kind of trigger that fired.
@@ -235,13 +246,13 @@ impl Reason {
     /// assert_eq!(Reason::new(ReasonKind::Flag, "f", "flag set").message(), "flag set");
     /// ```
     pub fn message(&self) -> &str {
-        &self.message
+        self.message.as_str()
     }
 }
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
+        f.write_str(self.message.as_str())
     }
 }
 
@@ -291,7 +302,7 @@ impl Cancelled {
     pub(crate) fn from_reasons(reasons: Vec<Reason>) -> Cancelled {
         if reasons.is_empty() {
             // Not reachable through the public API; kept so that the type's promise holds.
-            return Cancelled::new(Reason::new(
+            return Cancelled::new(Reason::fixed(
                 ReasonKind::Manual,
                 "cancelled",
                 "scope cancelled",
@@ -374,7 +385,7 @@ impl fmt::Display for Cancelled {
             if i > 0 {
                 f.write_str("; ")?;
             }
-            f.write_str(&reason.message)?;
+            f.write_str(reason.message.as_str())?;
         }
         Ok(())
     }
@@ -396,18 +407,18 @@ pub(crate) mod internal {
 
     /// A child was cancelled through its [`Child`](crate::Child) handle.
     pub(crate) fn child_cancelled() -> Reason {
-        Reason::new(ReasonKind::Manual, "child-cancelled", "child cancelled")
+        Reason::fixed(ReasonKind::Manual, "child-cancelled", "child cancelled")
     }
 
     /// The scope that owned a child was dropped before it finished, and no enclosing scope
     /// was cancelled.
     pub(crate) fn scope_dropped() -> Reason {
-        Reason::new(ReasonKind::Manual, "scope-dropped", "scope dropped")
+        Reason::fixed(ReasonKind::Manual, "scope-dropped", "scope dropped")
     }
 
     /// A child was spawned on a scope that had already finished.
     pub(crate) fn scope_finished() -> Reason {
-        Reason::new(
+        Reason::fixed(
             ReasonKind::Manual,
             "scope-finished",
             "scope already finished",

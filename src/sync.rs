@@ -64,6 +64,15 @@ impl WakerSlot {
         lock(&self.0).take()
     }
 
+    /// Wakes the registered waker, if any, outside the lock, and keeps it registered: an
+    /// owner that remembers what it registered may then skip registering it again.
+    pub(crate) fn wake_keep(&self) {
+        let waker = lock(&self.0).clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Wakes the registered waker, if any, outside the lock.
     pub(crate) fn wake(&self) {
         if let Some(waker) = self.take() {

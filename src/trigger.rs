@@ -33,10 +33,11 @@ pub(crate) type Panic = Box<dyn Any + Send>;
 pub(crate) struct Armed {
     /// The one time trigger that can fire (invariant 2).
     time: Option<TimeSlot>,
-    /// The entry instant, until the entry check has used it.
-    entry_now: Option<Instant>,
-    /// One slot per trigger, only when there are flags or custom triggers.
+    /// One slot per trigger, only when there are flags or custom triggers and more than
+    /// one trigger.
     slots: Vec<Slot>,
+    /// The listener of a fencing whose one trigger is a flag: no slots to allocate.
+    lone_flag: Listening,
 }
 
 struct TimeSlot {
@@ -54,10 +55,21 @@ enum Slot {
 }
 
 impl Armed {
-    /// Arms `fencing`: anchors its timeouts, picks its earliest time trigger, and makes the
-    /// futures of its custom triggers.
-    pub(crate) fn arm(fencing: &Fencing) -> Armed {
+    /// Arms `fencing` at entry: anchors its timeouts, picks its earliest time trigger, and
+    /// makes the futures of its custom triggers. Returns the entry instant with it, taken
+    /// once and only if there is a time trigger (invariant 1), for
+    /// [`check_entry`](Armed::check_entry).
+    pub(crate) fn arm(fencing: &Fencing) -> (Armed, Option<Instant>) {
         let triggers = fencing.triggers();
+        // The quick path: a lone time trigger needs no walk and no slots.
+        if let [Trigger::Time { due, .. }] = triggers {
+            let now = Instant::now();
+            let due = match *due {
+                Due::After(after) => anchor_at(now, after),
+                due => due,
+            };
+            return (Armed::lone_time(due), Some(now));
+        }
         let mut now = None;
         let mut time: Option<(usize, Instant)> = None;
         let mut others = false;
@@ -66,13 +78,10 @@ impl Armed {
                 others = true;
                 continue;
             };
+            let now = *now.get_or_insert_with(Instant::now);
             let due = match *due {
-                Due::After(after) => anchor_at(*now.get_or_insert_with(Instant::now), after),
-                Due::At(at) => {
-                    now.get_or_insert_with(Instant::now);
-                    Due::At(at)
-                }
-                Due::Never => Due::Never,
+                Due::After(after) => anchor_at(now, after),
+                due => due,
             };
             // `<=`: ties go to the one added last.
             if let Due::At(at) = due {
@@ -81,7 +90,7 @@ impl Armed {
                 }
             }
         }
-        let slots = if others {
+        let slots = if others && !matches!(triggers, [Trigger::Flag { .. }]) {
             triggers
                 .iter()
                 .map(|t| match t {
@@ -93,16 +102,58 @@ impl Armed {
         } else {
             Vec::new()
         };
-        Armed {
+        let armed = Armed {
             time: time.map(|(index, at)| TimeSlot {
                 index,
                 at,
                 timer: None,
                 fired: false,
             }),
-            entry_now: now,
             slots,
+            lone_flag: None,
+        };
+        (armed, now)
+    }
+
+    /// The armed state of a fencing whose one trigger is a time trigger due at `due`, whose
+    /// entry check is done.
+    pub(crate) fn lone_time(due: Due) -> Armed {
+        let time = match due {
+            Due::At(at) => Some(TimeSlot {
+                index: 0,
+                at,
+                timer: None,
+                fired: false,
+            }),
+            _ => None,
+        };
+        Armed {
+            time,
+            slots: Vec::new(),
+            lone_flag: None,
         }
+    }
+
+    /// The entry check (rule 3): the reasons of every trigger already due at `now`, the
+    /// instant [`arm`](Armed::arm) returned, in the order they were added. No timer and no
+    /// listener is made (invariants 2, 3).
+    pub(crate) fn check_entry(
+        &mut self,
+        fencing: &Fencing,
+        cx: &mut Context<'_>,
+        now: Option<Instant>,
+    ) -> Result<Vec<Reason>, Panic> {
+        // The quick path: a lone time trigger needs no walk over the triggers.
+        if let ([Trigger::Time { code, timeout, .. }], Some(now)) = (fencing.triggers(), now) {
+            return Ok(match self.time.as_mut() {
+                Some(slot) if now >= slot.at => {
+                    slot.fired = true;
+                    vec![Trigger::time_reason(code, *timeout)]
+                }
+                _ => Vec::new(),
+            });
+        }
+        self.check_at(fencing, cx, false, now)
     }
 
     /// The instant the armed time trigger fires, if any.
@@ -120,16 +171,33 @@ impl Armed {
         cx: &mut Context<'_>,
         register: bool,
     ) -> Result<Vec<Reason>, Panic> {
+        self.check_at(fencing, cx, register, None)
+    }
+
+    /// [`check`](Armed::check), comparing the time trigger with `now` (the entry instant)
+    /// instead of the timer when given.
+    fn check_at(
+        &mut self,
+        fencing: &Fencing,
+        cx: &mut Context<'_>,
+        register: bool,
+        now: Option<Instant>,
+    ) -> Result<Vec<Reason>, Panic> {
         let mut fired = Vec::new();
         for (index, trigger) in fencing.triggers().iter().enumerate() {
             match trigger {
                 Trigger::Time { code, timeout, .. } => {
-                    if self.time_fired(index, cx, register) {
+                    if self.time_fired(index, cx, register, now) {
                         fired.push(Trigger::time_reason(code, *timeout));
                     }
                 }
                 Trigger::Flag { flag, code } => {
-                    let Some(Slot::Flag(listener)) = self.slots.get_mut(index) else {
+                    let listener = if self.slots.is_empty() {
+                        // Only a lone flag is armed without slots.
+                        &mut self.lone_flag
+                    } else if let Some(Slot::Flag(listener)) = self.slots.get_mut(index) {
+                        listener
+                    } else {
                         continue;
                     };
                     let set = if register {
@@ -151,31 +219,34 @@ impl Armed {
         Ok(fired)
     }
 
-    /// Checks the time trigger at `index` (invariants 1, 2, 4).
-    fn time_fired(&mut self, index: usize, cx: &mut Context<'_>, register: bool) -> bool {
+    /// Checks the time trigger at `index` (invariants 1, 2, 4): against the entry instant
+    /// `now` when given, else against its timer, made only with `register`.
+    fn time_fired(
+        &mut self,
+        index: usize,
+        cx: &mut Context<'_>,
+        register: bool,
+        now: Option<Instant>,
+    ) -> bool {
         let Some(slot) = self.time.as_mut().filter(|t| t.index == index) else {
             return false;
         };
         if slot.fired {
             return true;
         }
-        if slot.timer.is_none() {
-            if let Some(now) = self.entry_now.take() {
-                if now >= slot.at {
-                    slot.fired = true;
-                    return true;
-                }
-            }
-            if !register {
-                return false;
-            }
-            slot.timer = Some((Timer::at(slot.at), Token::new(Kind::Timer)));
+        if let Some(now) = now {
+            slot.fired = now >= slot.at;
+            return slot.fired;
         }
-        if let Some((timer, _)) = slot.timer.as_mut() {
-            if Pin::new(timer).poll(cx).is_ready() {
-                slot.fired = true;
-                slot.timer = None;
-            }
+        if !register && slot.timer.is_none() {
+            return false;
+        }
+        let (timer, _) = slot
+            .timer
+            .get_or_insert_with(|| (Timer::at(slot.at), Token::new(Kind::Timer)));
+        if Pin::new(timer).poll(cx).is_ready() {
+            slot.fired = true;
+            slot.timer = None;
         }
         slot.fired
     }
