@@ -18,16 +18,18 @@
 //!    is added after it (whoever adds one holds that lock and looks at `FROZEN` first).
 //!    So the reasons of `Err` are exactly [`Scope::reasons`], and triggers that fire later
 //!    are never recorded.
-//! 5. A member (child task or nested scope) is added to `members` only under its lock, and
-//!    only while neither `CANCELLED` nor `FINISHED` is set. Cancelling sets `CANCELLED` before
-//!    it walks `members` under the same lock, so every member is either refused or cancelled.
-//!    Finishing with `Ok` happens under that lock too, so no child is added after it, and the
-//!    members still there (nested scopes of an escaped `Cx`) are woken under that same lock.
-//!    Adding sets `HAS_MEMBERS` (under the lock, before it looks at `CANCELLED`/`FINISHED`,
-//!    in one read-modify-write of `state`). A scope without it finishes with one
-//!    compare-and-swap that fails if a member came in meanwhile, and skips the lock when it
-//!    wakes its members: whoever set `CANCELLED` or `FINISHED` before an add made the add
-//!    fail, and an add before it left `HAS_MEMBERS` for it to see.
+//! 5. A child is added to `members` only under its lock, and only while neither `CANCELLED`
+//!    nor `FINISHED` is set. Cancelling sets `CANCELLED` before it walks `members` under the
+//!    same lock, so every child is either refused or cancelled. Finishing with `Ok` happens
+//!    under that lock too, so no child is added after it, and the members still there
+//!    (nested scopes of an escaped `Cx`) are woken under that same lock. A nested scope is a
+//!    member too, to be woken (invariant 7); it is taken while cancelling as well, and refused
+//!    only once finished. Adding either sets `HAS_MEMBERS` (under the lock, before it looks at
+//!    `CANCELLED`/`FINISHED`, in one read-modify-write of `state`). A scope without it
+//!    finishes with one compare-and-swap that fails if a member came in meanwhile, and skips
+//!    the lock when it wakes its members: whoever set `CANCELLED` or `FINISHED` before an add
+//!    made the add fail (or, for a nested scope, made it see the cancellation when it looks
+//!    at its ancestors), and an add before it left `HAS_MEMBERS` for it to see.
 //! 6. `live` counts the child tasks of this scope and of every scope nested in it whose
 //!    futures have not been dropped. It is raised before a child is spawned and lowered after
 //!    the child's future was dropped; the fence returns only when it is zero, so every child
@@ -35,14 +37,20 @@
 //!    `live` again, and the child that brings `live` to zero wakes it after, so the last child
 //!    is never missed.
 //! 7. A scope defers to its ancestors: before it polls its body, and before it decides to
-//!    cancel on its own triggers, it looks at the running scopes above it. If one of them has
-//!    a flag set or its deadline passed, the outer scope owns the cancellation and this one
-//!    waits to be dropped. Only a scope that is polled although an ancestor has *decided*
-//!    cancelling (its `Cx` escaped into a task the ancestor does not own) ends on its own,
-//!    with the ancestor's reasons, and only on a later poll: the first time it sees the
-//!    decision it returns `Pending` once, waking itself, so that a task the ancestor owns
-//!    (whose poll was under way when the ancestor decided) is stopped by its child wrapper
-//!    before the scope is polled again.
+//!    cancel on its own triggers (so, at entry, *after* it checked them: a trigger it shares
+//!    with an ancestor and saw fired is then seen fired there too, as flags and time only go
+//!    forward), it looks at the scopes above it, having registered its waker first. If one
+//!    that has not returned has a flag set, its deadline passed, or has decided to cancel,
+//!    that outer scope owns the cancellation and this one waits to be dropped (it never
+//!    returns `Err` for it; once the outer scope has decided, this one wakes its own children,
+//!    which then see the decision and stop, and which the outer one waits for). An ancestor
+//!    drops everything it owns before it returns, so a scope still polled after an ancestor
+//!    that decided has *returned* escaped it (its `Cx` went to a task the ancestor does not
+//!    own): only then does it end on its own, with the reasons of the outermost such
+//!    ancestor. So does a scope entered with the `Cx` of a scope that was cancelled and has
+//!    returned: it is cancelled at entry, its body never polled. To hear of all this, a scope
+//!    registers at entry with every ancestor that has not finished (cancelling or not) and is
+//!    woken when one decides or returns.
 //! 8. `entry` is set once, at entry, before any `Cx` points to this scope, and never changes.
 //!    A nested scope holds its parent through it; the parent holds the nested scope in
 //!    `members` only until the nested fence returns or is dropped, so no cycle outlives it.
