@@ -633,15 +633,32 @@ impl Scope {
     /// - **Children**: `fence` returns only when the body and every child have finished; a
     ///   trigger that fires while it waits for children cancels them (`Err`). When `fence`
     ///   returns, every child's future has been dropped.
-    /// - **Nesting**: if an enclosing scope watches a trigger that fired, the enclosing scope
-    ///   owns the cancellation: this `fence` never returns, and is dropped with it.
+    /// - **Nesting**: if an enclosing scope watches a trigger that fired, or has decided to
+    ///   cancel (even while this `fence` is being polled), the enclosing scope owns the
+    ///   cancellation: this `fence` never returns, and is dropped with it. Only a fence whose
+    ///   `cx` escaped into a task the enclosing scope does not own, and which is still polled
+    ///   after that scope returned, ends on its own with that scope's reasons; so does one
+    ///   entered with the `cx` of a scope that was cancelled and has returned (its body is
+    ///   never polled).
     /// - **Panics** in the body, a child (while polled or dropped) or a custom trigger
-    ///   cancel the scope with a [`ReasonKind::Failed`](crate::ReasonKind::Failed) reason; once
-    ///   every child is torn down, the first panic resumes from `fence`.
+    ///   cancel the scope with a [`ReasonKind::Failed`](crate::ReasonKind::Failed) reason
+    ///   (code `"panic"`); once every child is torn down, the first panic resumes from
+    ///   `fence`. In detail:
+    ///   - a child that panics while the scope is already cancelling (or whose `Drop` panics
+    ///     as it is torn down): teardown completes, then the panic resumes; the reasons are
+    ///     those frozen when the scope decided, without a `Failed` one;
+    ///   - a custom trigger ([`Fencing::when`]) whose future panics, at entry or later: the
+    ///     body is never polled (at entry) or dropped, the children are torn down, and the
+    ///     panic resumes; the reason says `"trigger panicked: …"`;
+    ///   - a child whose `Drop` panics after it finished: its handle still gives its value,
+    ///     but the scope is cancelled (reason `"child panicked: …"`), the siblings are torn
+    ///     down and the panic resumes.
     ///
     /// A body that never yields cannot be interrupted: cancellation is observed at its next
-    /// `Pending`. Children run on the executor of `cx`, which must be running for them (and
-    /// for their teardown) to make progress.
+    /// `Pending`. A body that blocks past its timeout and then completes returns `Ok` (rule 4:
+    /// the body is polled first); one that blocks and then yields is dropped at that yield,
+    /// and `fence` returns `Err` with the timeout. Children run on the executor of `cx`,
+    /// which must be running for them (and for their teardown) to make progress.
     ///
     /// # Panics
     ///
