@@ -1,8 +1,8 @@
 //! Instruction counts per iteration, a repeatable second opinion to the timings of
 //! `baselines.rs` on a noisy machine.
 //!
-//! `benches/instructions.sh` runs every case under `valgrind --tool=callgrind`, collecting
-//! only inside `measured`, and divides by the iteration count. Run alone
+//! `benches/instructions.sh` runs every case under `valgrind --tool=callgrind` with N and 2N
+//! iterations and reports the difference divided by N. Run alone
 //! (`cargo bench --bench instructions`) it only checks that every case runs.
 
 mod cases;
@@ -15,7 +15,7 @@ use async_fence::{on_timeout, Cx, Fencing};
 use cases::{drive, waker, SECOND};
 use tokio_util::sync::CancellationToken;
 
-/// The loop callgrind counts (`--toggle-collect=*measured*`).
+/// The measured loop.
 #[inline(never)]
 fn measured(iters: u64, mut one: impl FnMut() -> Option<u32>) {
     for _ in 0..iters {

@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# Instructions per iteration of each micro case under callgrind (repeatable, unlike timings).
-# Usage: benches/instructions.sh [iterations]   (default 20000)
+# Instructions per iteration of each case under callgrind: a repeatable second opinion to the
+# timings of baselines.rs on a noisy machine.
+# Usage: benches/instructions.sh [iterations]   (default 10000)
+# Each case runs twice, with N and 2N iterations; (Ir(2N) - Ir(N)) / N is the cost of one
+# iteration, set-up and warm-up cancelling out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-iters=${1:-20000}
+iters=${1:-10000}
 bin=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-cases=$("$bin" --list-cases)
-printf '%-28s %12s %12s %8s\n' case fence baseline ratio
-for group in $cases; do
+total() {
+  local out
+  out=$(mktemp)
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" "$1" "$2" >/dev/null 2>&1
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}'
+  rm -f "$out"
+}
+printf '%-20s %10s %10s %7s\n' case fence baseline ratio
+for group in $("$bin" --list-cases); do
   declare -A ir=()
   for side in fence baseline; do
-    out=$(mktemp)
-    valgrind --tool=callgrind --callgrind-out-file="$out" --toggle-collect='*measured*' \
-      "$bin" "$group/$side" "$iters" >/dev/null 2>&1
-    total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    rm -f "$out"
-    ir[$side]=$(( total / iters ))
+    small=$(total "$group/$side" "$iters")
+    large=$(total "$group/$side" $((2 * iters)))
+    ir[$side]=$(( (large - small) / iters ))
   done
   ratio=$(awk -v a="${ir[fence]}" -v b="${ir[baseline]}" 'BEGIN { printf "%.2f", a / b }')
-  printf '%-28s %12s %12s %8s\n' "$group" "${ir[fence]}" "${ir[baseline]}" "$ratio"
+  printf '%-20s %10s %10s %7s\n' "$group" "${ir[fence]}" "${ir[baseline]}" "$ratio"
 done

@@ -38,8 +38,16 @@ use crate::sync::Executor;
 /// ```
 #[derive(Clone)]
 pub struct Cx {
-    fencing: Fencing,
+    /// The bound fencing and the executor, shared by every clone and made anew only by
+    /// `new` and `bind`: a `Cx`, which every body, child and fence holds, is two pointers
+    /// wide and cloned with two reference counts.
+    env: Arc<Env>,
     pub(crate) frame: Option<Arc<Frame>>,
+}
+
+/// What a `Cx` and its clones share.
+struct Env {
+    fencing: Fencing,
     executor: Arc<Executor<'static>>,
 }
 
@@ -56,9 +64,11 @@ impl Cx {
     /// ```
     pub fn new(executor: Arc<Executor<'static>>) -> Cx {
         Cx {
-            fencing: Fencing::new(),
+            env: Arc::new(Env {
+                fencing: Fencing::new(),
+                executor,
+            }),
             frame: None,
-            executor,
         }
     }
 
@@ -80,7 +90,7 @@ impl Cx {
     /// assert!(cx.fencing().earliest_deadline().is_some());
     /// ```
     pub fn fencing(&self) -> Fencing {
-        self.fencing.clone()
+        self.env.fencing.clone()
     }
 
     /// Returns a new `Cx` with `fencing` bound in place of the current one; `self` and its
@@ -112,9 +122,11 @@ impl Cx {
             fencing
         };
         Cx {
-            fencing,
+            env: Arc::new(Env {
+                fencing,
+                executor: self.env.executor.clone(),
+            }),
             frame: self.frame.clone(),
-            executor: self.executor.clone(),
         }
     }
 
@@ -151,7 +163,7 @@ impl Cx {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        child::spawn(&self.executor, self.frame.as_ref(), fut)
+        child::spawn(&self.env.executor, self.frame.as_ref(), fut)
     }
 
     /// Returns `true` once an enclosing scope has decided to cancel. Never takes a lock.
@@ -205,7 +217,7 @@ impl Cx {
     /// assert!(Arc::ptr_eq(cx.executor(), &ex));
     /// ```
     pub fn executor(&self) -> &Arc<Executor<'static>> {
-        &self.executor
+        &self.env.executor
     }
 
     /// The `Cx` of a body entering `frame`: same fencing, same executor.
@@ -220,7 +232,7 @@ impl Cx {
 impl fmt::Debug for Cx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cx")
-            .field("fencing", &self.fencing)
+            .field("fencing", &self.fencing())
             .field("in_scope", &self.frame.is_some())
             .field("is_cancelled", &self.is_cancelled())
             .finish_non_exhaustive()

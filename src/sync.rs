@@ -2,7 +2,9 @@
 //!
 //! Everything that the model tests check (the flag latch, the scope state, reason recording,
 //! the child set) takes its atomics and mutexes from here. `Arc` stays `std`'s everywhere:
-//! the crate needs unsized `Arc<[T]>` and `Arc<dyn Fn>`, which loom's `Arc` cannot hold.
+//! the crate needs unsized `Arc<[T]>` and `Arc<dyn Fn>`, which loom's `Arc` cannot hold. So
+//! does `OnceLock` (a flag's reason, a scope's entry): both are written once, before the
+//! atomic store that publishes them, which is what a model test follows.
 //!
 //! The runtime comes from here too: [`Executor`] and [`Timer`] are async-executor's and
 //! async-io's, except under `--cfg loom`, where neither of those crates compiles (async-io needs

@@ -378,3 +378,30 @@ fn a_child_sees_its_scope_cancelled_through_its_cx_at_once() {
         assert_eq!(err.to_string(), "asked by a child");
     });
 }
+
+#[test]
+fn lone_flag_set_later_cancels_a_pending_scope_and_its_children() {
+    run(|cx| async move {
+        let flag = async_fence::Flag::new();
+        let live = Live::default();
+        let (setter, l) = (flag.clone(), live.clone());
+        let scope = async_fence::on_flag(&flag, "stop").scope();
+        let result = scope
+            .fence(&cx, |cx| async move {
+                drop(cx.spawn(hold_forever(l.track())));
+                // Set from another task, after this body is pending.
+                drop(cx.spawn(async move {
+                    for _ in 0..3 {
+                        future::yield_now().await;
+                    }
+                    setter.set_because("done for today");
+                }));
+                future::pending::<()>().await
+            })
+            .await;
+        let err = result.unwrap_err();
+        assert!(err.cancelled_by("stop"));
+        assert_eq!(err.to_string(), "done for today");
+        assert_eq!(live.count(), 0);
+    });
+}
