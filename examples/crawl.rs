@@ -22,10 +22,15 @@
 //! crawl ended by itself (all done, or out of budget), 128 + the signal number when a signal
 //! stopped it (130 for SIGINT), and 2 for bad arguments.
 
+#[path = "support/duration.rs"]
+mod duration;
+
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use duration::parse_duration;
 
 use async_executor::Executor;
 use async_fence::{on_flag, on_timeout, shutdown_on, Cx, Flag, Reason, ReasonKind};
@@ -271,18 +276,4 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     Ok(out)
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration {text:?} (try 250ms, 3s or 2m)");
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, "s"), |at| text.split_at(at));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(bad()),
-    }
 }

@@ -29,12 +29,17 @@
 //! Options: `--port N` (3000; 0 picks a free port), `--work DURATION` (3s), `--budget
 //! DURATION` (the limit per request, 10s). Durations read like `250ms`, `3s`, `2m`.
 
+#[path = "support/duration.rs"]
+mod duration;
+
 use std::convert::Infallible;
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use duration::parse_duration;
 
 use async_executor::Executor;
 use async_fence::{on_flag, serve_connection, shutdown_on, Cx};
@@ -223,18 +228,4 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     Ok(out)
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("bad duration {text:?} (try 250ms, 3s or 2m)");
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, "s"), |at| text.split_at(at));
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
-        _ => Err(bad()),
-    }
 }

@@ -6,7 +6,7 @@
 //! type with no `Drop`, so normal builds pay nothing.
 
 #[cfg(feature = "__instrument")]
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// What a [`Token`] counts.
 #[derive(Clone, Copy, Debug)]
@@ -29,11 +29,18 @@ static LIVE: [AtomicUsize; 4] = [
     AtomicUsize::new(0),
 ];
 
+/// Whether tokens count at all: off until the first [`live`] call, so that the benches,
+/// which are built with the feature too (dev-dependency features reach every dev target), pay
+/// one relaxed load per token and measure the code users run.
+#[cfg(feature = "__instrument")]
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
 /// Counts one live value of a [`Kind`] while it exists.
 #[derive(Debug)]
 pub(crate) struct Token {
+    /// The kind counted, if counting was on when the token was made.
     #[cfg(feature = "__instrument")]
-    kind: Kind,
+    counted: Option<Kind>,
 }
 
 impl Token {
@@ -41,8 +48,11 @@ impl Token {
     pub(crate) fn new(kind: Kind) -> Token {
         #[cfg(feature = "__instrument")]
         {
-            LIVE[kind as usize].fetch_add(1, Ordering::SeqCst);
-            Token { kind }
+            let counted = COUNTING.load(Ordering::Relaxed).then(|| {
+                LIVE[kind as usize].fetch_add(1, Ordering::SeqCst);
+                kind
+            });
+            Token { counted }
         }
         #[cfg(not(feature = "__instrument"))]
         {
@@ -55,7 +65,9 @@ impl Token {
 #[cfg(feature = "__instrument")]
 impl Drop for Token {
     fn drop(&mut self) {
-        LIVE[self.kind as usize].fetch_sub(1, Ordering::SeqCst);
+        if let Some(kind) = self.counted {
+            LIVE[kind as usize].fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
@@ -73,9 +85,11 @@ pub struct LiveCounts {
     pub children: usize,
 }
 
-/// Returns the live counts.
+/// Returns the live counts, and turns counting on for every token made from now on (a token
+/// made before is never counted, neither made nor dropped).
 #[cfg(feature = "__instrument")]
 pub fn live() -> LiveCounts {
+    COUNTING.store(true, Ordering::SeqCst);
     let get = |kind: Kind| LIVE[kind as usize].load(Ordering::SeqCst);
     LiveCounts {
         timers: get(Kind::Timer),

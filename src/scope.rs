@@ -909,14 +909,34 @@ fn unregister(watching: &mut Vec<(Arc<Shared>, usize)>) {
     }
 }
 
-/// The scope waits to be dropped by the ancestor that owns its cancellation (invariant 7);
-/// the caller registered its waker before it probed, and returns `Pending`. Once that
-/// ancestor has decided, this scope's children are woken now (they see the ancestor's
-/// decision and stop): if this scope escaped it, nobody else would, and the ancestor waits
-/// for them.
-fn wait_for_owner(shared: &Shared, deciding: bool) {
-    if deciding {
-        shared.wake_members();
+/// What a fence does after looking at its ancestors (invariant 7).
+enum Deferral {
+    /// No ancestor owns a cancellation: go on.
+    None,
+    /// An ancestor owns it: return `Pending` (the caller registered its waker before it
+    /// looked) and wait to be dropped.
+    Wait,
+    /// This scope escaped a cancelled ancestor that returned: it has decided, with that
+    /// ancestor's reasons; tear down.
+    Escaped,
+}
+
+/// Looks at the ancestors (invariant 7). Once an owning ancestor has decided, this scope's
+/// children are woken at once (they see the decision and stop): if this scope escaped the
+/// ancestor, nobody else would, and the ancestor waits for them.
+fn defer_to_ancestors(shared: &Shared) -> Deferral {
+    match shared.probe() {
+        Probe::Clear => Deferral::None,
+        Probe::Owned { deciding } => {
+            if deciding {
+                shared.wake_members();
+            }
+            Deferral::Wait
+        }
+        Probe::Escaped(reasons) => {
+            shared.decide(reasons);
+            Deferral::Escaped
+        }
     }
 }
 
@@ -996,14 +1016,10 @@ where
                     // was seen fired is seen fired there too (flags and time only go forward),
                     // and the ancestor owns it (invariant 7).
                     if nested {
-                        match shared.probe() {
-                            Probe::Clear => {}
-                            Probe::Owned { deciding } => {
-                                wait_for_owner(shared, deciding);
-                                return Poll::Pending;
-                            }
-                            Probe::Escaped(reasons) => {
-                                shared.decide(reasons);
+                        match defer_to_ancestors(shared) {
+                            Deferral::None => {}
+                            Deferral::Wait => return Poll::Pending,
+                            Deferral::Escaped => {
                                 *this.phase = Phase::Teardown;
                                 continue;
                             }
@@ -1026,14 +1042,10 @@ where
                     // Register first, as at entry.
                     if shared.parent().is_some() {
                         register(&shared.waker, this.registered, cx.waker());
-                        match shared.probe() {
-                            Probe::Clear => {}
-                            Probe::Owned { deciding } => {
-                                wait_for_owner(shared, deciding);
-                                return Poll::Pending;
-                            }
-                            Probe::Escaped(reasons) => {
-                                shared.decide(reasons);
+                        match defer_to_ancestors(shared) {
+                            Deferral::None => {}
+                            Deferral::Wait => return Poll::Pending,
+                            Deferral::Escaped => {
                                 *this.phase = Phase::Teardown;
                                 continue;
                             }
@@ -1097,20 +1109,12 @@ where
                         }
                     };
                     if !fired.is_empty() {
-                        match shared.probe() {
-                            Probe::Clear => {
-                                shared.decide(fired);
-                                *this.phase = Phase::Teardown;
-                            }
-                            Probe::Owned { deciding } => {
-                                wait_for_owner(shared, deciding);
-                                return Poll::Pending;
-                            }
-                            Probe::Escaped(reasons) => {
-                                shared.decide(reasons);
-                                *this.phase = Phase::Teardown;
-                            }
+                        match defer_to_ancestors(shared) {
+                            Deferral::None => shared.decide(fired),
+                            Deferral::Wait => return Poll::Pending,
+                            Deferral::Escaped => {}
                         }
+                        *this.phase = Phase::Teardown;
                         continue;
                     }
                     // Look again after registering: a cancel or the last child may have
