@@ -909,6 +909,15 @@ fn unregister(watching: &mut Vec<(Arc<Shared>, usize)>) {
     }
 }
 
+/// The reasons of a trigger check; a trigger that panicked fails the scope (which cancels
+/// it, so the caller's next look at the state tears down) and counts as none fired.
+fn fired_or_failed(shared: &Shared, checked: Result<Vec<Reason>, Panic>) -> Vec<Reason> {
+    checked.unwrap_or_else(|panic| {
+        let _ = shared.fail_here(panic, "trigger");
+        Vec::new()
+    })
+}
+
 /// What a fence does after looking at its ancestors (invariant 7).
 enum Deferral {
     /// No ancestor owns a cancellation: go on.
@@ -1005,13 +1014,7 @@ where
                     } else {
                         armed.check(&shared.fencing, cx, true)
                     };
-                    let fired = match checked {
-                        Ok(fired) => fired,
-                        Err(panic) => {
-                            let _ = shared.fail_here(panic, "trigger");
-                            Vec::new()
-                        }
-                    };
+                    let fired = fired_or_failed(shared, checked);
                     // The ancestors after the triggers: a trigger shared with an ancestor that
                     // was seen fired is seen fired there too (flags and time only go forward),
                     // and the ancestor owns it (invariant 7).
@@ -1055,10 +1058,8 @@ where
 
                     // A cancel from elsewhere (or a panic) was decided already: no more body.
                     if shared.is_cancelled_here() {
-                        let fired = armed.check(&shared.fencing, cx, false).unwrap_or_else(|p| {
-                            let _ = shared.fail_here(p, "trigger");
-                            Vec::new()
-                        });
+                        let fired =
+                            fired_or_failed(shared, armed.check(&shared.fencing, cx, false));
                         shared.decide(fired);
                         *this.phase = Phase::Teardown;
                         continue;
@@ -1092,8 +1093,7 @@ where
                         return Poll::Ready(Ok(out));
                     }
 
-                    // Then the triggers, registering for the next wake-up (invariant 6: a
-                    // joining fence says it waits for its children first).
+                    // Then the triggers, registering for the next wake-up.
                     register(&shared.waker, this.registered, cx.waker());
                     // An empty fencing (a scope that only owns children) has nothing to arm.
                     let checked = if shared.fencing.is_empty() {
@@ -1101,13 +1101,8 @@ where
                     } else {
                         armed.check(&shared.fencing, cx, true)
                     };
-                    let fired = match checked {
-                        Ok(fired) => fired,
-                        Err(panic) => {
-                            let _ = shared.fail_here(panic, "trigger");
-                            continue;
-                        }
-                    };
+                    // A trigger that panicked has cancelled the scope: the look below sees it.
+                    let fired = fired_or_failed(shared, checked);
                     if !fired.is_empty() {
                         match defer_to_ancestors(shared) {
                             Deferral::None => shared.decide(fired),
