@@ -110,7 +110,14 @@ const CLOSED: &str = "peer closed the connection";
 /// ```
 pub struct WatchedStream {
     shared: Arc<Shared>,
-    _watcher: Task<()>,
+    _watcher: Watcher,
+}
+
+/// The watcher task, cancelled when dropped.
+enum Watcher {
+    Task { _task: Task<()> },
+    #[cfg(feature = "hyper")]
+    Child { _child: crate::child::Child<()> },
 }
 
 struct Shared {
@@ -119,6 +126,17 @@ struct Shared {
     /// Notified when the application takes bytes out of the buffer (invariant 3).
     drained: Event,
     disconnected: Flag,
+}
+
+impl Shared {
+    fn new(stream: Async<TcpStream>) -> Arc<Shared> {
+        Arc::new(Shared {
+            stream,
+            state: Mutex::new(State::default()),
+            drained: Event::new(),
+            disconnected: Flag::new(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -173,13 +191,24 @@ impl WatchedStream {
     /// .unwrap();
     /// ```
     pub fn new(stream: Async<TcpStream>, executor: &Executor<'static>) -> WatchedStream {
-        let shared = Arc::new(Shared {
-            stream,
-            state: Mutex::new(State::default()),
-            drained: Event::new(),
-            disconnected: Flag::new(),
-        });
-        let watcher = executor.spawn(watch(shared.clone()));
+        let shared = Shared::new(stream);
+        let watcher = Watcher::Task {
+            _task: executor.spawn(watch(shared.clone())),
+        };
+        WatchedStream {
+            shared,
+            _watcher: watcher,
+        }
+    }
+
+    /// Wraps `stream` and spawns its watcher where `cx` spawns its children (as a task owned
+    /// by the stream, whatever scope `cx` is in).
+    #[cfg(feature = "hyper")]
+    pub(crate) fn watched_by(stream: Async<TcpStream>, cx: &crate::cx::Cx) -> WatchedStream {
+        let shared = Shared::new(stream);
+        let watcher = Watcher::Child {
+            _child: cx.spawn_root(watch(shared.clone())),
+        };
         WatchedStream {
             shared,
             _watcher: watcher,

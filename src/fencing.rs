@@ -1,72 +1,17 @@
-//! [`Fencing`]: an immutable, composable set of triggers, and its quick path [`Fencing::run`].
+//! [`Fencing`]: an immutable, composable set of triggers.
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
+use std::panic::Location;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use pin_project_lite::pin_project;
-
+use crate::chain::{Chain, Item};
+use crate::code::Code;
 use crate::flag::Flag;
-use crate::reason::{Cancelled, Code, Reason, ReasonKind};
-use crate::scope::Scope;
-use crate::trigger::Armed;
-
-/// The future a custom trigger waits on.
-pub(crate) type MessageFuture = Pin<Box<dyn Future<Output = String> + Send>>;
-/// What makes a custom trigger's future, once per scope entry.
-pub(crate) type MakeTrigger = Arc<dyn Fn() -> MessageFuture + Send + Sync>;
-
-/// One source of cancellation, as declared.
-#[derive(Clone)]
-pub(crate) enum Trigger {
-    Time {
-        code: Code,
-        /// What the reason says: `Some(d)` for a timeout of `d`, `None` for a deadline.
-        timeout: Option<Duration>,
-        due: Due,
-    },
-    Flag {
-        flag: Flag,
-        code: Code,
-    },
-    When {
-        kind: ReasonKind,
-        code: Code,
-        make: MakeTrigger,
-    },
-}
-
-/// When a time trigger fires.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Due {
-    /// Not anchored yet: this long after the anchor.
-    After(Duration),
-    /// At this instant.
-    At(Instant),
-    /// Never: the deadline is past what `Instant` can hold.
-    Never,
-}
-
-impl Trigger {
-    /// The reason this time trigger reports when it fires.
-    pub(crate) fn time_reason(code: &Code, timeout: Option<Duration>) -> Reason {
-        match timeout {
-            Some(after) => Reason::new(
-                ReasonKind::Timeout,
-                code.clone(),
-                format!("timed out after {after:?}"),
-            ),
-            None => Reason::with_message(
-                ReasonKind::Deadline,
-                code.clone(),
-                Code::from("deadline exceeded"),
-            ),
-        }
-    }
-}
+use crate::guard::Guard;
+use crate::reason::{Reason, ReasonKind};
+use crate::trigger::{Due, MakeTrigger, MessageFuture, TimeTrigger, Trigger, WhenTrigger};
 
 /// An immutable, cheaply cloned set of triggers.
 ///
@@ -98,16 +43,17 @@ impl Trigger {
 /// ```
 #[derive(Clone, Default)]
 pub struct Fencing {
-    triggers: Triggers,
+    repr: Repr,
 }
 
-/// The triggers of a fencing; one is kept inline so that `on_timeout(..)` does not allocate.
+/// What a fencing declares. One trigger is kept inline, so that `on_timeout(..)` does not
+/// allocate; more go into a persistent [`Chain`], so that building costs O(1) per call.
 #[derive(Clone, Default)]
-enum Triggers {
+enum Repr {
     #[default]
-    None,
+    Empty,
     One(Trigger),
-    Many(Arc<[Trigger]>),
+    Chain(Arc<Chain>),
 }
 
 impl Fencing {
@@ -148,12 +94,9 @@ impl Fencing {
     /// assert_eq!(err.to_string(), "timed out after 10ms");
     /// # });
     /// ```
+    #[track_caller]
     pub fn timeout(&self, after: Duration, code: impl Into<Code>) -> Fencing {
-        self.with(Trigger::Time {
-            code: code.into(),
-            timeout: Some(after),
-            due: Due::After(after),
-        })
+        self.with(Item::Trigger(timeout_trigger(after, code.into())))
     }
 
     /// Returns a fencing with an absolute deadline added.
@@ -173,12 +116,14 @@ impl Fencing {
     /// assert_eq!(err.to_string(), "deadline exceeded");
     /// # });
     /// ```
+    #[track_caller]
     pub fn deadline(&self, at: Instant, code: impl Into<Code>) -> Fencing {
-        self.with(Trigger::Time {
+        self.with(Item::Trigger(Trigger::Time(TimeTrigger {
             code: code.into(),
             timeout: None,
             due: Due::At(at),
-        })
+            location: Location::caller(),
+        })))
     }
 
     /// Returns a fencing that also watches `flag`.
@@ -208,18 +153,10 @@ impl Fencing {
     /// # });
     /// ```
     pub fn flag(&self, flag: &Flag, code: impl Into<Code>) -> Fencing {
-        let code = code.into();
-        let already = self
-            .triggers()
-            .iter()
-            .any(|t| matches!(t, Trigger::Flag { flag: f, code: c } if f.same(flag) && *c == code));
-        if already {
-            return self.clone();
-        }
-        self.with(Trigger::Flag {
+        self.with(Item::Trigger(Trigger::Flag {
             flag: flag.clone(),
-            code,
-        })
+            code: code.into(),
+        }))
     }
 
     /// Returns a fencing with a custom trigger added.
@@ -255,6 +192,7 @@ impl Fencing {
     /// assert_eq!(err.to_string(), "quota used up");
     /// # });
     /// ```
+    #[track_caller]
     pub fn when<F, Fut>(&self, code: impl Into<Code>, make: F) -> Fencing
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -281,17 +219,68 @@ impl Fencing {
     /// assert_eq!(err.reasons()[0].kind(), ReasonKind::Disconnect);
     /// # });
     /// ```
+    #[track_caller]
     pub fn trigger<F, Fut>(&self, kind: ReasonKind, code: impl Into<Code>, make: F) -> Fencing
     where
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = String> + Send + 'static,
     {
         let make: MakeTrigger = Arc::new(move || Box::pin(make()) as MessageFuture);
-        self.with(Trigger::When {
+        self.with(Item::Trigger(Trigger::When(WhenTrigger {
             kind,
             code: code.into(),
             make,
-        })
+            location: Location::caller(),
+        })))
+    }
+
+    /// Returns a fencing with a guard added: a policy consulted, by the scope that owns the
+    /// trigger, each time one of this fencing's triggers fires (aiofence's `guard`).
+    ///
+    /// `accept(&reason) == false` declines it: the trigger is disarmed for that scope (and
+    /// for every scope nested in it, as long as it runs), the reason is kept as declined
+    /// ([`Scope::declined`](crate::Scope::declined)), and the scope goes on. Several guards
+    /// must all accept. A guard that panics accepts, and its panic does not escape.
+    ///
+    /// Guards see the reasons of triggers only: [`Scope::cancel`](crate::Scope::cancel),
+    /// [`Cx::cancel`](crate::Cx::cancel), [`Scope::stop`](crate::Scope::stop), failures and
+    /// panics are never declined. A guard runs on the thread that finds the trigger fired (the
+    /// fence's, or that of a [`Cx::check`](crate::Cx::check) call) with no lock held.
+    ///
+    /// # Examples
+    ///
+    /// A client that hangs up after the last token must still let the billing frame drain:
+    ///
+    /// ```
+    /// use std::sync::{atomic::{AtomicBool, Ordering}, Arc};
+    /// use async_fence::{Cx, Fencing, Flag};
+    ///
+    /// let ex = Arc::new(async_executor::Executor::new());
+    /// futures_lite::future::block_on(ex.run(async {
+    ///     let cx = Cx::new(ex.clone());
+    ///     let gone = Flag::new();
+    ///     let billing = Arc::new(AtomicBool::new(false));
+    ///     let critical = billing.clone();
+    ///     let scope = Fencing::new()
+    ///         .flag(&gone, "disconnect")
+    ///         .guard(move |_| !critical.load(Ordering::SeqCst))
+    ///         .scope();
+    ///     let out = scope.fence(&cx, |_| async move {
+    ///         billing.store(true, Ordering::SeqCst);
+    ///         gone.set(); // the client hangs up now...
+    ///         futures_lite::future::yield_now().await;
+    ///         "billed" // ...but the billing step finishes
+    ///     }).await;
+    ///     assert_eq!(out, Ok("billed"));
+    ///     assert_eq!(scope.declined()[0].code(), &"disconnect");
+    /// }));
+    /// ```
+    pub fn guard<P>(&self, accept: P) -> Fencing
+    where
+        P: Fn(&Reason) -> bool + Send + Sync + 'static,
+    {
+        let guard: Guard = Arc::new(accept);
+        self.with(Item::Guard(guard))
     }
 
     /// Returns a fencing with every trigger of `other` added after those of `self`.
@@ -309,14 +298,11 @@ impl Fencing {
     /// assert_eq!(merged.len(), 2);
     /// ```
     pub fn merge(&self, other: &Fencing) -> Fencing {
-        let mut out = self.clone();
-        for trigger in other.triggers() {
-            out = match trigger {
-                Trigger::Flag { flag, code } => out.flag(flag, code),
-                t => out.with(t.clone()),
-            };
-        }
-        out
+        let triggers = other.triggers().iter().cloned().map(Item::Trigger);
+        let guards = other.guards().iter().cloned().map(Item::Guard);
+        triggers
+            .chain(guards)
+            .fold(self.clone(), |out, item| out.with(item))
     }
 
     /// Returns `true` if there are no triggers.
@@ -367,140 +353,78 @@ impl Fencing {
         let mut earliest: Option<Instant> = None;
         for trigger in self.triggers() {
             match trigger {
-                Trigger::Time {
+                Trigger::Time(TimeTrigger {
                     due: Due::After(_), ..
-                } => return None,
-                Trigger::Time {
+                }) => return None,
+                Trigger::Time(TimeTrigger {
                     due: Due::At(at), ..
-                } => earliest = Some(earliest.map_or(*at, |e| e.min(*at))),
+                }) => earliest = Some(earliest.map_or(*at, |e| e.min(*at))),
                 _ => {}
             }
         }
         earliest
     }
 
-    /// Creates a [`Scope`] armed with these triggers. Same as [`Scope::new`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::{sync::Arc, time::Duration};
-    /// use async_fence::{on_timeout, Cx};
-    ///
-    /// let ex = Arc::new(async_executor::Executor::new());
-    /// futures_lite::future::block_on(ex.run(async {
-    ///     let cx = Cx::new(ex.clone());
-    ///     let scope = on_timeout(Duration::from_secs(1), "budget").scope();
-    ///     assert_eq!(scope.fence(&cx, |_cx| async { 2 + 2 }).await, Ok(4));
-    /// }));
-    /// ```
-    pub fn scope(&self) -> Scope {
-        Scope::new(self.clone())
-    }
-
-    /// Runs one future under these triggers: the quick path, with no [`Cx`](crate::Cx) and no
-    /// children.
-    ///
-    /// Follows the rules of [`Scope::fence`] for one future: triggers already fired at entry
-    /// return `Err` without polling `fut`; each poll polls `fut` first, so a future that
-    /// completes on the poll where a trigger is seen returns `Ok`. A ready future registers no
-    /// timer. `run` is not a scope: it does not take part in the ownership rule of nested
-    /// scopes, and a panic in `fut` unwinds out of it as usual.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the returned future drops `fut` and disarms the triggers; nothing else
-    /// happens.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use async_fence::on_timeout;
-    ///
-    /// # futures_lite::future::block_on(async {
-    /// let slow = async {
-    ///     async_io::Timer::after(Duration::from_secs(10)).await;
-    ///     "done"
-    /// };
-    /// let result = on_timeout(Duration::from_millis(20), "budget").run(slow).await;
-    /// assert!(result.unwrap_err().cancelled_by("budget"));
-    /// # });
-    /// ```
-    pub fn run<F: Future>(&self, fut: F) -> Run<'_, F> {
-        Run {
-            fencing: self,
-            fut,
-            armed: None,
-        }
-    }
-
-    /// The triggers, in the order they were added.
+    /// The triggers, in the order they were added (a flag under a code it already has is
+    /// kept once).
     pub(crate) fn triggers(&self) -> &[Trigger] {
-        match &self.triggers {
-            Triggers::None => &[],
-            Triggers::One(one) => std::slice::from_ref(one),
-            Triggers::Many(many) => many,
+        match &self.repr {
+            Repr::Empty => &[],
+            Repr::One(one) => std::slice::from_ref(one),
+            Repr::Chain(chain) => &chain.flat().triggers,
         }
     }
 
-    /// Returns a fencing with `trigger` appended.
-    fn with(&self, trigger: Trigger) -> Fencing {
-        let triggers = match &self.triggers {
-            Triggers::None => Triggers::One(trigger),
-            _ => Triggers::Many(
-                self.triggers()
-                    .iter()
-                    .cloned()
-                    .chain(std::iter::once(trigger))
-                    .collect(),
-            ),
+    /// The guards, in the order they were added.
+    pub(crate) fn guards(&self) -> &[Guard] {
+        match &self.repr {
+            Repr::Chain(chain) => &chain.flat().guards,
+            _ => &[],
+        }
+    }
+
+    /// Returns a fencing with `item` appended: O(1), sharing every node of `self`.
+    fn with(&self, item: Item) -> Fencing {
+        let prev = match &self.repr {
+            Repr::Empty => None,
+            Repr::One(one) => Some(Chain::push(None, Item::Trigger(one.clone()))),
+            Repr::Chain(chain) => Some(chain.clone()),
         };
-        Fencing { triggers }
+        let repr = match (prev, item) {
+            (None, Item::Trigger(trigger)) => Repr::One(trigger),
+            (prev, item) => Repr::Chain(Chain::push(prev, item)),
+        };
+        Fencing { repr }
     }
 
     /// Returns `true` if some time trigger is not anchored yet.
     pub(crate) fn has_relative(&self) -> bool {
-        self.triggers().iter().any(|t| {
-            matches!(
-                t,
-                Trigger::Time {
-                    due: Due::After(_),
-                    ..
-                }
-            )
-        })
+        self.triggers().iter().any(Trigger::is_relative)
     }
 
-    /// Returns this fencing with every relative timeout anchored at `now`.
+    /// Returns this fencing with every relative timeout anchored at `now`; flags and custom
+    /// triggers keep their identity.
     pub(crate) fn anchored(&self, now: Instant) -> Fencing {
         if !self.has_relative() {
             return self.clone();
         }
-        let anchor = |t: &Trigger| match t {
-            Trigger::Time {
-                code,
-                timeout,
-                due: Due::After(after),
-            } => Trigger::Time {
-                code: code.clone(),
-                timeout: *timeout,
-                due: anchor_at(now, *after),
-            },
-            other => other.clone(),
-        };
-        let triggers = match &self.triggers {
-            Triggers::One(one) => Triggers::One(anchor(one)),
-            _ => Triggers::Many(self.triggers().iter().map(anchor).collect()),
-        };
-        Fencing { triggers }
+        let triggers = self.triggers().iter().map(|t| Item::Trigger(t.anchored(now)));
+        let guards = self.guards().iter().cloned().map(Item::Guard);
+        triggers
+            .chain(guards)
+            .fold(Fencing::new(), |out, item| out.with(item))
     }
 }
 
-/// `now + after`, or [`Due::Never`] when that overflows `Instant`.
-#[inline]
-pub(crate) fn anchor_at(now: Instant, after: Duration) -> Due {
-    now.checked_add(after).map_or(Due::Never, Due::At)
+/// A relative timeout declared at the caller.
+#[track_caller]
+fn timeout_trigger(after: Duration, code: Code) -> Trigger {
+    Trigger::Time(TimeTrigger {
+        code,
+        timeout: Some(after),
+        due: Due::After(after),
+        location: Location::caller(),
+    })
 }
 
 impl fmt::Debug for Fencing {
@@ -508,19 +432,22 @@ impl fmt::Debug for Fencing {
         let mut list = f.debug_list();
         for trigger in self.triggers() {
             match trigger {
-                Trigger::Time {
+                Trigger::Time(TimeTrigger {
                     code,
                     timeout: Some(after),
                     ..
-                } => list.entry(&format_args!("timeout({after:?}, {code:?})")),
-                Trigger::Time { code, .. } => list.entry(&format_args!("deadline({code:?})")),
+                }) => list.entry(&format_args!("timeout({after:?}, {code:?})")),
+                Trigger::Time(time) => list.entry(&format_args!("deadline({:?})", time.code)),
                 Trigger::Flag { flag, code } => {
                     list.entry(&format_args!("flag({code:?}, set: {})", flag.is_set()))
                 }
-                Trigger::When { kind, code, .. } => {
-                    list.entry(&format_args!("when({kind}, {code:?})"))
+                Trigger::When(when) => {
+                    list.entry(&format_args!("when({}, {:?})", when.kind, when.code))
                 }
             };
+        }
+        if !self.guards().is_empty() {
+            list.entry(&format_args!("guards: {}", self.guards().len()));
         }
         list.finish()
     }
@@ -539,13 +466,10 @@ impl fmt::Debug for Fencing {
 /// assert_eq!(fast, Ok("ok"));
 /// # });
 /// ```
+#[track_caller]
 pub fn on_timeout(after: Duration, code: impl Into<Code>) -> Fencing {
     Fencing {
-        triggers: Triggers::One(Trigger::Time {
-            code: code.into(),
-            timeout: Some(after),
-            due: Due::After(after),
-        }),
+        repr: Repr::One(timeout_trigger(after, code.into())),
     }
 }
 
@@ -562,6 +486,7 @@ pub fn on_timeout(after: Duration, code: impl Into<Code>) -> Fencing {
 /// assert!(on_deadline(past, "cutoff").run(async {}).await.is_err());
 /// # });
 /// ```
+#[track_caller]
 pub fn on_deadline(at: Instant, code: impl Into<Code>) -> Fencing {
     Fencing::new().deadline(at, code)
 }
@@ -581,100 +506,4 @@ pub fn on_deadline(at: Instant, code: impl Into<Code>) -> Fencing {
 /// ```
 pub fn on_flag(flag: &Flag, code: impl Into<Code>) -> Fencing {
     Fencing::new().flag(flag, code)
-}
-
-pin_project! {
-    /// The future of [`Fencing::run`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use async_fence::{on_timeout, Run};
-    ///
-    /// let fencing = on_timeout(Duration::from_secs(1), "budget");
-    /// let run: Run<'_, _> = fencing.run(async { 1 + 1 });
-    /// assert_eq!(futures_lite::future::block_on(run), Ok(2));
-    /// ```
-    #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Run<'a, F> {
-        fencing: &'a Fencing,
-        #[pin]
-        fut: F,
-        armed: Option<Armed>,
-    }
-}
-
-impl<F: Future> Future for Run<'_, F> {
-    type Output = Result<F::Output, Cancelled>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let fencing = *this.fencing;
-
-        // The future first: a result that is ready is never thrown away.
-        let armed = match this.armed {
-            Some(armed) => {
-                if let Poll::Ready(out) = this.fut.poll(cx) {
-                    // The timer and listeners go now, not when this future is dropped.
-                    *this.armed = None;
-                    return Poll::Ready(Ok(out));
-                }
-                armed
-            }
-            None => {
-                // Entry: arm, and return at once if anything is already due (the future is
-                // never polled then).
-                if let [Trigger::Time { code, timeout, due }] = fencing.triggers() {
-                    // The quick path of one time trigger: nothing armed unless the future
-                    // is pending.
-                    let now = Instant::now();
-                    let due = match *due {
-                        Due::After(after) => anchor_at(now, after),
-                        due => due,
-                    };
-                    if matches!(due, Due::At(at) if now >= at) {
-                        let reason = Trigger::time_reason(code, *timeout);
-                        return Poll::Ready(Err(Cancelled::new(reason)));
-                    }
-                    if let Poll::Ready(out) = this.fut.poll(cx) {
-                        return Poll::Ready(Ok(out));
-                    }
-                    this.armed.insert(Armed::lone_time(due))
-                } else {
-                    let (mut armed, now) = Armed::arm(fencing);
-                    let fired = armed.check_entry(fencing, cx, now).unwrap_or_else(resume);
-                    if !fired.is_empty() {
-                        return Poll::Ready(Err(Cancelled::from_reasons(fired)));
-                    }
-                    // A future ready at once keeps no armed state and registers no timer.
-                    if let Poll::Ready(out) = this.fut.poll(cx) {
-                        return Poll::Ready(Ok(out));
-                    }
-                    this.armed.insert(armed)
-                }
-            }
-        };
-        let fired = armed.check(fencing, cx, true).unwrap_or_else(resume);
-        if fired.is_empty() {
-            Poll::Pending
-        } else {
-            *this.armed = None;
-            Poll::Ready(Err(Cancelled::from_reasons(fired)))
-        }
-    }
-}
-
-/// Resumes a panic caught while polling a trigger.
-fn resume(payload: Box<dyn std::any::Any + Send>) -> Vec<Reason> {
-    std::panic::resume_unwind(payload)
-}
-
-impl<F> fmt::Debug for Run<'_, F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Run")
-            .field("fencing", self.fencing)
-            .field("armed", &self.armed.is_some())
-            .finish_non_exhaustive()
-    }
 }

@@ -2,25 +2,37 @@
 //!
 //! # Invariants
 //!
-//! 1. `set` turns `false` to `true` at most once and never back.
-//! 2. `reason` is written once (a `OnceLock`: the first setter wins) before `set` is stored
-//!    (`Release`); so a reader that saw `set == true` (`Acquire`) finds `reason` filled, and
-//!    reads it without a lock.
-//! 3. `event` is notified after `set` is stored. A waiter creates its listener *before* its
-//!    last look at `set`, so a `set` that it did not see notifies its listener: no wake-up is
+//! 1. `state` goes `UNSET → SETTING → SET` and never back. Exactly one setter wins the
+//!    `UNSET → SETTING` compare-and-swap.
+//! 2. Only the winner writes `reason`, before it stores `SET` (`Release`); so a reader that
+//!    saw `SET` (`Acquire`) finds `reason` filled, and reads it without a lock.
+//! 3. A setter returns only once `state` is `SET`: a loser waits (spinning, then yielding)
+//!    for the winner's store. So once any `set*` call has returned on a thread, `is_set()` is
+//!    `true` there (C3 of the contract: a latch on every thread).
+//! 4. `event` is notified after `SET` is stored. A waiter creates its listener *before* its
+//!    last look at `state`, so a set that it did not see notifies its listener: no wake-up is
 //!    lost.
 
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use event_listener::{Event, EventListener};
 
+use crate::code::Code;
 use crate::instrument::{Kind, Token};
-use crate::reason::{Code, Reason, ReasonKind};
-use crate::sync::{AtomicBool, Ordering};
+use crate::reason::{Reason, ReasonKind};
+use crate::sync::{spin_wait, AtomicU8, Ordering};
+
+/// Nobody has set the flag.
+const UNSET: u8 = 0;
+/// The winning setter is writing the reason (invariants 1, 2).
+const SETTING: u8 = 1;
+/// Set for good; the reason is readable.
+const SET: u8 = 2;
 
 /// A one-shot latch: the `asyncio.Event` of this crate.
 ///
@@ -53,13 +65,20 @@ pub struct Flag {
 }
 
 struct Inner {
-    /// Latched once (invariant 1).
-    set: AtomicBool,
-    /// The kind and message of the first `set` (invariant 2); the message is shared, so
+    /// `UNSET`, `SETTING` or `SET` (invariant 1).
+    state: AtomicU8,
+    /// What the winning setter said, and where (invariant 2); the message is shared, so
     /// every scope watching the flag reports it without allocating.
-    reason: OnceLock<(ReasonKind, Code)>,
-    /// Notified once, after `set` (invariant 3).
+    reason: OnceLock<Latched>,
+    /// Notified once, after `SET` (invariant 4).
     event: Event,
+}
+
+/// The reason of the first set.
+struct Latched {
+    kind: ReasonKind,
+    message: Code,
+    location: &'static Location<'static>,
 }
 
 impl Flag {
@@ -73,7 +92,7 @@ impl Flag {
     pub fn new() -> Flag {
         Flag {
             inner: Arc::new(Inner {
-                set: AtomicBool::new(false),
+                state: AtomicU8::new(UNSET),
                 reason: OnceLock::new(),
                 event: Event::new(),
             }),
@@ -82,7 +101,9 @@ impl Flag {
 
     /// Sets the flag with the message `"flag set"`.
     ///
-    /// Callable from any thread. Setting a flag that is already set changes nothing.
+    /// Callable from any thread. Setting a flag that is already set changes nothing. When
+    /// this returns, the flag reads set on this thread, even if another thread won the race
+    /// to set it. The reason's [`location`](Reason::location) is this call.
     ///
     /// # Examples
     ///
@@ -91,8 +112,9 @@ impl Flag {
     /// flag.set();
     /// assert_eq!(flag.message().as_deref(), Some("flag set"));
     /// ```
+    #[track_caller]
     pub fn set(&self) {
-        self.latch(ReasonKind::Flag, Code::from("flag set"));
+        self.latch(ReasonKind::Flag, Code::from("flag set"), Location::caller());
     }
 
     /// Sets the flag with a message of your own. The first set wins.
@@ -105,8 +127,10 @@ impl Flag {
     /// flag.set();
     /// assert_eq!(flag.message().as_deref(), Some("disk full"));
     /// ```
+    #[track_caller]
     pub fn set_because(&self, message: impl Into<String>) {
-        self.set_with(ReasonKind::Flag, message);
+        let message = Code::from(message.into());
+        self.latch(ReasonKind::Flag, message, Location::caller());
     }
 
     /// Sets the flag with a reason kind and message of your own. The first set wins.
@@ -128,18 +152,34 @@ impl Flag {
     /// assert_eq!(err.reasons()[0].kind(), ReasonKind::Disconnect);
     /// # });
     /// ```
+    #[track_caller]
     pub fn set_with(&self, kind: ReasonKind, message: impl Into<String>) -> bool {
-        self.latch(kind, Code::from(message.into()))
+        self.latch(kind, Code::from(message.into()), Location::caller())
     }
 
-    /// Sets the flag unless it is set; `true` if this call set it.
-    fn latch(&self, kind: ReasonKind, message: Code) -> bool {
-        if self.inner.reason.set((kind, message)).is_err() {
+    /// Sets the flag unless it is set; `true` if this call set it. Returns only once the
+    /// flag reads set (invariant 3).
+    fn latch(&self, kind: ReasonKind, message: Code, location: &'static Location<'static>) -> bool {
+        let won = self
+            .inner
+            .state
+            .compare_exchange(UNSET, SETTING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if !won {
+            // Invariant 3: the winner is between its compare-and-swap and its store of `SET`.
+            while !self.is_set() {
+                spin_wait();
+            }
             return false;
         }
-        // Invariant 2: the reason is in place before anyone can see the flag set.
-        self.inner.set.store(true, Ordering::Release);
-        // Invariant 3: notify after the store.
+        // Invariant 2: only the winner writes, so this cannot fail.
+        let _ = self.inner.reason.set(Latched {
+            kind,
+            message,
+            location,
+        });
+        self.inner.state.store(SET, Ordering::Release);
+        // Invariant 4: notify after the store.
         self.inner.event.notify(usize::MAX);
         true
     }
@@ -155,7 +195,7 @@ impl Flag {
     /// assert!(flag.is_set());
     /// ```
     pub fn is_set(&self) -> bool {
-        self.inner.set.load(Ordering::Acquire)
+        self.inner.state.load(Ordering::Acquire) == SET
     }
 
     /// Returns the message of the first set, or `None` while unset.
@@ -172,7 +212,7 @@ impl Flag {
         if !self.is_set() {
             return None;
         }
-        self.inner.reason.get().map(|(_, m)| m.as_str().to_owned())
+        self.inner.reason.get().map(|r| r.message.as_str().to_owned())
     }
 
     /// Waits until the flag is set.
@@ -201,9 +241,10 @@ impl Flag {
         }
     }
 
-    /// Returns `true` if both handles share one latch.
-    pub(crate) fn same(&self, other: &Flag) -> bool {
-        Arc::ptr_eq(&self.inner, &other.inner)
+    /// The identity of the latch (C1 of the contract: a flag is one trigger whatever the
+    /// code), stable while this handle lives.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
     }
 
     /// The reason a fencing records for this flag under `code`, once set.
@@ -211,8 +252,9 @@ impl Flag {
         if !self.is_set() {
             return None;
         }
-        let (kind, message) = self.inner.reason.get()?.clone();
-        Some(Reason::with_message(kind, code.clone(), message))
+        let latched = self.inner.reason.get()?;
+        let reason = Reason::with_message(latched.kind, code.clone(), latched.message.clone());
+        Some(reason.at(latched.location))
     }
 
     /// Polls for the flag: "try, listen, try again". Returns `Ready` once set.
@@ -225,7 +267,7 @@ impl Flag {
                 return Poll::Ready(());
             }
             match listener {
-                // Invariant 3: listen first, then look again at the top of the loop.
+                // Invariant 4: listen first, then look again at the top of the loop.
                 None => *listener = Some((self.inner.event.listen(), Token::new(Kind::Listener))),
                 Some((l, _)) => {
                     if Pin::new(l).poll(cx).is_pending() {

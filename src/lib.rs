@@ -108,7 +108,10 @@
 //! - **hyper** (feature `hyper`): `FencedService` and `serve_connection` run each hyper 1.x
 //!   handler with a `Cx` whose fencing holds the client's disconnect (code `"disconnect"`):
 //!   the fenced parts of the handler are cancelled when the client goes away, the rest still
-//!   runs to its end.
+//!   runs to its end. A request carrying a `grpc-timeout` header runs with that deadline
+//!   (code `"grpc-timeout"`); a malformed one is answered `400 Bad Request`.
+//! - **Deadlines across processes** (always on): [`wire`] encodes and decodes budgets in
+//!   gRPC's `grpc-timeout` format, so a client can pass on what is left of its own.
 //!
 //! The examples are programs to run: `examples/crawl.rs` (a CLI with a progress bar, a time
 //! budget and Ctrl-C) and `examples/server.rs` (a hyper server that logs why requests were
@@ -133,30 +136,47 @@
     unreachable_pub
 )]
 
+// In the order they depend on each other: each module uses only those above it.
+mod sync;
+mod instrument;
+mod code;
+mod reason;
+mod cancelled;
+mod flag;
+mod trigger;
+mod guard;
+mod chain;
+mod fencing;
+mod watch_set;
+mod armed;
+mod run;
+mod trace;
+mod scope;
 mod child;
+mod stopping;
+mod snapshot;
 mod cx;
 #[cfg(not(loom))]
 mod disconnect;
-mod fencing;
-mod flag;
-mod instrument;
-mod reason;
-mod scope;
 #[cfg(feature = "hyper")]
 mod service;
 #[cfg(feature = "signal")]
 mod signal;
-mod sync;
-mod trigger;
+pub mod wire;
 
+pub use cancelled::Cancelled;
 pub use child::Child;
+pub use code::Code;
 pub use cx::Cx;
 #[cfg(not(loom))]
 pub use disconnect::{WatchedStream, READ_AHEAD};
-pub use fencing::{on_deadline, on_flag, on_timeout, Fencing, Run};
+pub use fencing::{on_deadline, on_flag, on_timeout, Fencing};
 pub use flag::{Flag, Wait};
-pub use reason::{Cancelled, Code, Reason, ReasonKind};
+pub use reason::{Reason, ReasonKind};
+pub use run::Run;
 pub use scope::{Fence, Scope};
+pub use snapshot::{ScopeState, Snapshot};
+pub use stopping::Stopping;
 #[cfg(feature = "hyper")]
 pub use service::{serve_connection, FencedService, Respond, DISCONNECT};
 #[cfg(feature = "signal")]

@@ -1,122 +1,14 @@
-//! Why a scope was cancelled: [`Code`], [`ReasonKind`], [`Reason`] and the error [`Cancelled`].
+//! Why a scope was cancelled: [`ReasonKind`] and [`Reason`].
 
-use std::borrow::Borrow;
+use std::any::Any;
+use std::error::Error;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe, Location};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// A machine-readable cancellation code, such as `"budget"` or `"shutdown"`.
-///
-/// A code made from a `&'static str` is stored as the reference itself; one made from a
-/// `String` is stored once behind an `Arc`, so cloning a `Code` never allocates.
-///
-/// An empty code is valid: it is kept as it is, and [`Cancelled::cancelled_by("")`] matches it.
-///
-/// [`Cancelled::cancelled_by("")`]: Cancelled::cancelled_by
-///
-/// # Examples
-///
-/// ```
-/// use async_fence::Code;
-///
-/// let a = Code::from("budget");
-/// let b = Code::from(String::from("budget"));
-/// assert_eq!(a, b);
-/// assert_eq!(a, "budget");
-/// assert_eq!(b.to_string(), "budget");
-/// ```
-#[derive(Clone)]
-pub struct Code(Repr);
-
-#[derive(Clone)]
-enum Repr {
-    Static(&'static str),
-    Shared(Arc<str>),
-}
-
-impl Code {
-    /// Returns the code as a string slice.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// assert_eq!(async_fence::Code::from("db").as_str(), "db");
-    /// ```
-    pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Repr::Static(s) => s,
-            Repr::Shared(s) => s,
-        }
-    }
-}
-
-impl From<&'static str> for Code {
-    fn from(code: &'static str) -> Code {
-        Code(Repr::Static(code))
-    }
-}
-
-impl From<String> for Code {
-    fn from(code: String) -> Code {
-        Code(Repr::Shared(code.into()))
-    }
-}
-
-impl From<&Code> for Code {
-    fn from(code: &Code) -> Code {
-        code.clone()
-    }
-}
-
-impl AsRef<str> for Code {
-    fn as_ref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl Borrow<str> for Code {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl fmt::Display for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Code {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.as_str(), f)
-    }
-}
-
-impl PartialEq for Code {
-    fn eq(&self, other: &Code) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Code {}
-
-impl Hash for Code {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state)
-    }
-}
-
-impl PartialEq<str> for Code {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Code {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
+use crate::code::Code;
 
 /// The kind of trigger that cancelled a scope.
 ///
@@ -140,10 +32,13 @@ pub enum ReasonKind {
     Signal,
     /// The peer of a connection went away.
     Disconnect,
-    /// Something inside the scope panicked: a child, the body, or a trigger.
+    /// Something inside the scope failed: a child of
+    /// [`Cx::spawn_try`](crate::Cx::spawn_try) returned an error, or the body, a child or a
+    /// trigger panicked.
     Failed,
     /// Somebody asked for it: [`Scope::cancel`](crate::Scope::cancel),
-    /// [`Child::cancel`](crate::Child::cancel), or a scope that was dropped.
+    /// [`Cx::cancel`](crate::Cx::cancel), [`Child::cancel`](crate::Child::cancel), a scope
+    /// that was dropped, or an executor that dropped a child.
     Manual,
     /// A custom trigger ([`Fencing::when`](crate::Fencing::when)) fired.
     Custom,
@@ -164,9 +59,14 @@ impl fmt::Display for ReasonKind {
     }
 }
 
-/// Why a scope was cancelled: a [`ReasonKind`], a [`Code`] and a human-readable message.
+/// Why a scope was cancelled: a [`ReasonKind`], a [`Code`] and a human-readable message, with
+/// where it came from.
 ///
-/// `Display` prints the message alone.
+/// `Display` prints the message alone. `Debug` shows everything: kind, code, message, the
+/// [`scope`](Reason::scope) that recorded it and the source [`location`](Reason::location)
+/// that caused it, so a logged error says why and where. Two reasons are equal when their
+/// kind, code and message are (`PartialEq` ignores where they came from and any error they
+/// carry).
 ///
 /// # Examples
 ///
@@ -177,17 +77,22 @@ impl fmt::Display for ReasonKind {
 /// assert_eq!(reason.kind(), ReasonKind::Manual);
 /// assert_eq!(reason.code(), &"operator");
 /// assert_eq!(reason.to_string(), "stopped by the operator");
+/// assert_eq!(reason.location().unwrap().line(), line!() - 4);
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone)]
 pub struct Reason {
     kind: ReasonKind,
     code: Code,
     /// Kept like a code: a static message or a shared one, so cloning never allocates.
     message: Code,
+    location: Option<&'static Location<'static>>,
+    /// The path of names of the scope that recorded it, once one did.
+    scope: Option<Arc<str>>,
+    error: Option<Arc<dyn Error + Send + Sync + 'static>>,
 }
 
 impl Reason {
-    /// Creates a reason.
+    /// Creates a reason located at the caller.
     ///
     /// # Examples
     ///
@@ -195,22 +100,87 @@ impl Reason {
     /// let r = async_fence::Reason::new(async_fence::ReasonKind::Custom, "quota", "quota used up");
     /// assert_eq!(r.message(), "quota used up");
     /// ```
+    #[track_caller]
     pub fn new(kind: ReasonKind, code: impl Into<Code>, message: impl Into<String>) -> Reason {
         Reason::with_message(kind, code.into(), Code::from(message.into()))
+            .at(Location::caller())
     }
 
-    /// Creates a reason whose message is already shared (or static): no allocation.
+    /// Creates a [`ReasonKind::Failed`] reason carrying `error`, located at the caller; its
+    /// message is `error.to_string()`.
+    ///
+    /// If the error's `Display` panics, the panic does not escape: the message says so
+    /// (`"<the error's Display panicked>"`) and the reason still carries the error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_fence::{Reason, ReasonKind};
+    ///
+    /// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk on fire");
+    /// let reason = Reason::failed("io", io);
+    /// assert_eq!(reason.kind(), ReasonKind::Failed);
+    /// assert_eq!(reason.message(), "disk on fire");
+    /// let error = reason.error().unwrap();
+    /// assert_eq!(error.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::Other);
+    /// ```
+    #[track_caller]
+    pub fn failed<E>(code: impl Into<Code>, error: E) -> Reason
+    where
+        E: Error + Send + Sync + 'static,
+    {
+        Reason::failed_at(code.into(), error, Location::caller())
+    }
+
+    /// [`Reason::failed`] located at `location`.
+    pub(crate) fn failed_at<E>(code: Code, error: E, location: &'static Location<'static>) -> Reason
+    where
+        E: Error + Send + Sync + 'static,
+    {
+        let message = catch_unwind(AssertUnwindSafe(|| error.to_string()))
+            .unwrap_or_else(|_| String::from("<the error's Display panicked>"));
+        let mut reason = Reason::with_message(ReasonKind::Failed, code, Code::from(message));
+        reason.location = Some(location);
+        reason.error = Some(Arc::new(error));
+        reason
+    }
+
+    /// Creates a reason whose message is already shared (or static): no allocation, no
+    /// location yet.
     pub(crate) fn with_message(kind: ReasonKind, code: Code, message: Code) -> Reason {
         Reason {
             kind,
             code,
             message,
+            location: None,
+            scope: None,
+            error: None,
         }
     }
 
     /// Creates a reason with a static code and message: no allocation.
     pub(crate) fn fixed(kind: ReasonKind, code: &'static str, message: &'static str) -> Reason {
         Reason::with_message(kind, Code::from(code), Code::from(message))
+    }
+
+    /// This reason, located at `location` instead.
+    pub(crate) fn at(mut self, location: &'static Location<'static>) -> Reason {
+        self.location = Some(location);
+        self
+    }
+
+    /// This reason, located at `location` unless it has a location already.
+    pub(crate) fn or_at(mut self, location: Option<&'static Location<'static>>) -> Reason {
+        self.location = self.location.or(location);
+        self
+    }
+
+    /// This reason, recorded by the scope whose path is `scope` (unless one did already).
+    pub(crate) fn recorded_by(mut self, scope: &Arc<str>) -> Reason {
+        if self.scope.is_none() {
+            self.scope = Some(scope.clone());
+        }
+        self
     }
 
     /// Returns the kind of trigger that fired.
@@ -248,6 +218,107 @@ impl Reason {
     pub fn message(&self) -> &str {
         self.message.as_str()
     }
+
+    /// Returns the error this reason carries: only [`Reason::failed`] reasons and the
+    /// failures of [`Cx::spawn_try`](crate::Cx::spawn_try) children carry one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_fence::{Reason, ReasonKind};
+    ///
+    /// assert!(Reason::new(ReasonKind::Manual, "m", "stop").error().is_none());
+    /// let parse = "x".parse::<u8>().unwrap_err();
+    /// let reason = Reason::failed("parse", parse.clone());
+    /// assert_eq!(reason.error().unwrap().downcast_ref(), Some(&parse));
+    /// ```
+    pub fn error(&self) -> Option<&(dyn Error + Send + Sync + 'static)> {
+        self.error.as_deref()
+    }
+
+    /// Returns where the reason came from: the call that set the flag ([`Flag::set`] and the
+    /// other setters), cancelled ([`Scope::cancel`], [`Cx::cancel`], [`Child::cancel`],
+    /// [`Scope::stop`]), declared the trigger ([`Fencing::timeout`], [`Fencing::deadline`],
+    /// [`Fencing::when`]), spawned the failing child ([`Cx::spawn_try`]), or made the reason
+    /// ([`Reason::new`], [`Reason::failed`]).
+    ///
+    /// The reasons the crate makes on its own say where the scope involved was fenced
+    /// ([`Scope::fence`]: a panic, a dropped scope), where its grace was set
+    /// ([`Scope::grace`]: a grace period that ran out) or where the child was spawned or
+    /// cancelled. `None` only for a reason recorded where no call site is known (a child
+    /// future dropped by its executor).
+    ///
+    /// [`Flag::set`]: crate::Flag::set
+    /// [`Scope::cancel`]: crate::Scope::cancel
+    /// [`Cx::cancel`]: crate::Cx::cancel
+    /// [`Child::cancel`]: crate::Child::cancel
+    /// [`Scope::stop`]: crate::Scope::stop
+    /// [`Scope::fence`]: crate::Scope::fence
+    /// [`Scope::grace`]: crate::Scope::grace
+    /// [`Fencing::timeout`]: crate::Fencing::timeout
+    /// [`Fencing::deadline`]: crate::Fencing::deadline
+    /// [`Fencing::when`]: crate::Fencing::when
+    /// [`Cx::spawn_try`]: crate::Cx::spawn_try
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_fence::{on_flag, Flag};
+    ///
+    /// # futures_lite::future::block_on(async {
+    /// let stop = Flag::new();
+    /// stop.set(); let line = line!();
+    /// let err = on_flag(&stop, "stop").run(async {}).await.unwrap_err();
+    /// let location = err.reasons()[0].location().unwrap();
+    /// assert_eq!((location.file(), location.line()), (file!(), line));
+    /// # });
+    /// ```
+    pub fn location(&self) -> Option<&'static Location<'static>> {
+        self.location
+    }
+
+    /// Returns the path of names of the scope that recorded the reason, outermost first,
+    /// joined by `/` (unnamed levels are `_`), such as `"request/generate/llm"`; `None`
+    /// until a scope records it (for instance for the reasons of
+    /// [`Fencing::run`](crate::Fencing::run), which is not a scope).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use async_fence::{Cx, Fencing, Reason, ReasonKind};
+    ///
+    /// let ex = Arc::new(async_executor::Executor::new());
+    /// futures_lite::future::block_on(ex.run(async {
+    ///     let cx = Cx::new(ex.clone());
+    ///     let err = Fencing::new().scope().named("request").fence(&cx, |cx| async move {
+    ///         Fencing::new().scope().fence(&cx, |cx| async move {
+    ///             cx.cancel(Reason::new(ReasonKind::Manual, "stop", "stop"));
+    ///             futures_lite::future::pending::<()>().await
+    ///         }).await
+    ///     }).await.unwrap().unwrap_err();
+    ///     assert_eq!(err.reasons()[0].scope(), Some("request/_"));
+    /// }));
+    /// ```
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+}
+
+impl PartialEq for Reason {
+    fn eq(&self, other: &Reason) -> bool {
+        self.kind == other.kind && self.code == other.code && self.message == other.message
+    }
+}
+
+impl Eq for Reason {}
+
+impl Hash for Reason {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.kind.hash(state);
+        self.code.hash(state);
+        self.message.hash(state);
+    }
 }
 
 impl fmt::Display for Reason {
@@ -256,142 +327,24 @@ impl fmt::Display for Reason {
     }
 }
 
-/// The error of a cancelled scope: every [`Reason`] that fired, never none.
-///
-/// `Display` joins the messages of all reasons with `"; "`.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use async_fence::{on_timeout, ReasonKind};
-///
-/// # futures_lite::future::block_on(async {
-/// let fencing = on_timeout(Duration::ZERO, "budget");
-/// let err = fencing.run(async { 1 }).await.unwrap_err();
-/// assert!(err.cancelled_by("budget"));
-/// assert_eq!(err.reasons()[0].kind(), ReasonKind::Timeout);
-/// assert_eq!(err.to_string(), "timed out after 0ns");
-/// # });
-/// ```
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cancelled {
-    reasons: Vec<Reason>,
-}
-
-impl Cancelled {
-    /// Creates the error for one reason.
-    ///
-    /// Useful in code that wants to report a cancellation of its own with `?`.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_fence::{Cancelled, Reason, ReasonKind};
-    ///
-    /// let err = Cancelled::new(Reason::new(ReasonKind::Manual, "user", "user gave up"));
-    /// assert_eq!(err.reasons().len(), 1);
-    /// ```
-    pub fn new(reason: Reason) -> Cancelled {
-        Cancelled {
-            reasons: vec![reason],
-        }
-    }
-
-    /// Creates the error from a list that the crate guarantees is not empty.
-    pub(crate) fn from_reasons(reasons: Vec<Reason>) -> Cancelled {
-        if reasons.is_empty() {
-            // Not reachable through the public API; kept so that the type's promise holds.
-            return Cancelled::new(Reason::fixed(
-                ReasonKind::Manual,
-                "cancelled",
-                "scope cancelled",
-            ));
-        }
-        Cancelled { reasons }
-    }
-
-    /// Returns every reason, in the order they were recorded.
-    ///
-    /// Reasons are recorded in the order they were seen: [`Scope::cancel`](crate::Scope::cancel)
-    /// calls as they happen, then the triggers found fired together, in the order they were
-    /// added to the [`Fencing`](crate::Fencing).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_fence::{Flag, Fencing};
-    ///
-    /// # futures_lite::future::block_on(async {
-    /// let (a, b) = (Flag::new(), Flag::new());
-    /// a.set();
-    /// b.set_because("operator stop");
-    /// let err = Fencing::new().flag(&a, "a").flag(&b, "b").run(async {}).await.unwrap_err();
-    /// let codes: Vec<&str> = err.reasons().iter().map(|r| r.code().as_str()).collect();
-    /// assert_eq!(codes, ["a", "b"]);
-    /// # });
-    /// ```
-    pub fn reasons(&self) -> &[Reason] {
-        &self.reasons
-    }
-
-    /// Returns `true` if any reason has this code.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_fence::{Cancelled, Reason, ReasonKind};
-    ///
-    /// let err = Cancelled::new(Reason::new(ReasonKind::Flag, "shutdown", "flag set"));
-    /// assert!(err.cancelled_by("shutdown"));
-    /// assert!(!err.cancelled_by("budget"));
-    /// ```
-    pub fn cancelled_by(&self, code: &str) -> bool {
-        self.reasons.iter().any(|r| r.code == *code)
-    }
-
-    /// Returns `true` if any reason is of this kind.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_fence::{Cancelled, Reason, ReasonKind};
-    ///
-    /// let err = Cancelled::new(Reason::new(ReasonKind::Signal, "shutdown", "received SIGINT"));
-    /// assert!(err.has_kind(ReasonKind::Signal));
-    /// ```
-    pub fn has_kind(&self, kind: ReasonKind) -> bool {
-        self.reasons.iter().any(|r| r.kind == kind)
-    }
-
-    /// Takes the reasons out.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use async_fence::{Cancelled, Reason, ReasonKind};
-    ///
-    /// let err = Cancelled::new(Reason::new(ReasonKind::Manual, "m", "stop"));
-    /// assert_eq!(err.into_reasons().len(), 1);
-    /// ```
-    pub fn into_reasons(self) -> Vec<Reason> {
-        self.reasons
-    }
-}
-
-impl fmt::Display for Cancelled {
+impl fmt::Debug for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, reason) in self.reasons.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            f.write_str(reason.message.as_str())?;
+        let mut s = f.debug_struct("Reason");
+        s.field("kind", &self.kind)
+            .field("code", &self.code)
+            .field("message", &self.message);
+        if let Some(scope) = &self.scope {
+            s.field("scope", scope);
         }
-        Ok(())
+        if let Some(at) = self.location {
+            s.field("location", &format_args!("{}:{}:{}", at.file(), at.line(), at.column()));
+        }
+        if self.error.is_some() {
+            s.field("carries_error", &true);
+        }
+        s.finish()
     }
 }
-
-impl std::error::Error for Cancelled {}
 
 /// Appends `reason` unless an equal one is already there.
 pub(crate) fn push_unique(reasons: &mut Vec<Reason>, reason: Reason) {
@@ -402,31 +355,48 @@ pub(crate) fn push_unique(reasons: &mut Vec<Reason>, reason: Reason) {
 
 /// The reasons the crate records on its own behalf.
 pub(crate) mod internal {
-    use super::{Reason, ReasonKind};
-    use std::any::Any;
+    use super::{Any, Duration, Location, Reason, ReasonKind};
 
-    /// A child was cancelled through its [`Child`](crate::Child) handle.
-    pub(crate) fn child_cancelled() -> Reason {
-        Reason::fixed(ReasonKind::Manual, "child-cancelled", "child cancelled")
+    type At = &'static Location<'static>;
+
+    /// A child was cancelled through its [`Child`](crate::Child) handle at `at`.
+    pub(crate) fn child_cancelled(at: At) -> Reason {
+        Reason::fixed(ReasonKind::Manual, "child-cancelled", "child cancelled").at(at)
     }
 
-    /// The scope that owned a child was dropped before it finished, and no enclosing scope
-    /// was cancelled.
-    pub(crate) fn scope_dropped() -> Reason {
-        Reason::fixed(ReasonKind::Manual, "scope-dropped", "scope dropped")
+    /// The scope fenced at `at` was dropped before it finished, and no enclosing scope was
+    /// cancelled.
+    pub(crate) fn scope_dropped(at: Option<At>) -> Reason {
+        Reason::fixed(ReasonKind::Manual, "scope-dropped", "scope dropped").or_at(at)
     }
 
-    /// A child was spawned on a scope that had already finished.
-    pub(crate) fn scope_finished() -> Reason {
+    /// A child was spawned at `at` on a scope that had already finished.
+    pub(crate) fn scope_finished(at: At) -> Reason {
+        Reason::fixed(ReasonKind::Manual, "scope-finished", "scope already finished").at(at)
+    }
+
+    /// The executor dropped a child's future before it finished.
+    pub(crate) fn executor_dropped() -> Reason {
         Reason::fixed(
             ReasonKind::Manual,
-            "scope-finished",
-            "scope already finished",
+            "executor-dropped",
+            "the executor dropped the child before it finished",
         )
     }
 
-    /// Something panicked; `what` says what ("child", "body", "trigger").
-    pub(crate) fn panicked(what: &str, payload: &(dyn Any + Send)) -> Reason {
+    /// The grace period of `grace`, set at `at`, ran out.
+    pub(crate) fn grace(grace: Duration, at: Option<At>) -> Reason {
+        Reason::with_message(
+            ReasonKind::Timeout,
+            "grace".into(),
+            format!("grace period of {grace:?} ran out").into(),
+        )
+        .located(at)
+    }
+
+    /// Something panicked in the scope fenced at `at`; `what` says what ("child", "body",
+    /// "trigger").
+    pub(crate) fn panicked(what: &str, payload: &(dyn Any + Send), at: Option<At>) -> Reason {
         let detail = if let Some(s) = payload.downcast_ref::<&'static str>() {
             s
         } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -434,10 +404,19 @@ pub(crate) mod internal {
         } else {
             "<non-string panic payload>"
         };
-        Reason::new(
+        Reason::with_message(
             ReasonKind::Failed,
-            "panic",
-            format!("{what} panicked: {detail}"),
+            "panic".into(),
+            format!("{what} panicked: {detail}").into(),
         )
+        .or_at(at)
+    }
+}
+
+impl Reason {
+    /// This reason located at `at` (or nowhere).
+    fn located(mut self, at: Option<&'static Location<'static>>) -> Reason {
+        self.location = at;
+        self
     }
 }

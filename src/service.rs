@@ -1,5 +1,5 @@
 //! [`FencedService`]: hyper 1.x handlers run with a [`Cx`] that holds a client-disconnect
-//! trigger (feature `hyper`).
+//! trigger and the request's `grpc-timeout` deadline (feature `hyper`).
 //!
 //! # Invariants
 //!
@@ -9,6 +9,9 @@
 //! 2. A [`Respond`] dropped before its handler finished sets the disconnect flag before it
 //!    lets the task go, so the handler's fences see the disconnect even if the socket
 //!    watcher has not (yet).
+//! 3. A request whose `grpc-timeout` is malformed never reaches the handler: `call` returns a
+//!    [`Respond`] that already holds the `400 Bad Request` and no task, so dropping it sets no
+//!    disconnect flag (no handler is there to tell).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -16,17 +19,20 @@ use std::future::Future;
 use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
-use async_executor::Task;
 use async_io::Async;
 use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use hyper::server::conn::http1;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 
+use crate::child::Child;
 use crate::cx::Cx;
 use crate::disconnect::WatchedStream;
 use crate::flag::Flag;
 use crate::reason::ReasonKind;
+use crate::wire::{decode_timeout, WireError, GRPC_TIMEOUT};
 
 /// The code of the disconnect trigger that [`FencedService`] binds: `"disconnect"`.
 pub const DISCONNECT: &str = "disconnect";
@@ -35,7 +41,8 @@ pub const DISCONNECT: &str = "disconnect";
 const RESPONSE_DROPPED: &str = "client went away before the response was sent";
 
 /// A hyper service that runs each handler with a [`Cx`] whose bound fencing holds a
-/// disconnect trigger (code [`DISCONNECT`], kind [`ReasonKind::Disconnect`]).
+/// disconnect trigger (code [`DISCONNECT`], kind [`ReasonKind::Disconnect`]) and the
+/// request's `grpc-timeout` deadline.
 ///
 /// Each request's handler is called as `handler(cx, request)` and runs in a task of its own
 /// on `cx`'s executor. When the client goes away, the fenced parts of the handler (the
@@ -55,6 +62,28 @@ const RESPONSE_DROPPED: &str = "client went away before the response was sent";
 ///
 /// A panic in the handler resumes where hyper polls the response, as without the wrapper.
 ///
+/// # Deadlines from `grpc-timeout`
+///
+/// A request carrying a [`grpc-timeout`](crate::wire::GRPC_TIMEOUT) header (say
+/// `grpc-timeout: 250m`, from a client passing on what is left of its own budget) runs with
+/// that deadline bound into its `Cx`, after the other triggers: its fences are cancelled with
+/// kind [`ReasonKind::Deadline`], code `"grpc-timeout"` and message `"deadline exceeded"`
+/// once it passes. The deadline is anchored when the service is called, that is when hyper
+/// has read the request head. A request that carries the header more than once gets the
+/// earliest of the deadlines. A deadline too far away for an [`Instant`] (only on platforms
+/// with a small `Instant`; `99999999H` fits on the usual ones) binds nothing: it would never
+/// fire.
+///
+/// A malformed value (see [`decode_timeout`]) is answered with `400 Bad Request` without
+/// running the handler. The body, of type `text/plain`, is built with the handler's
+/// `B: From<String>` (which `Full<Bytes>` and `String` have) and names the header and what
+/// was wrong, e.g. `invalid grpc-timeout header: unknown timeout unit "ms", expected one of
+/// H, M, S, m, u, n`. A request without the header is served as before.
+///
+/// So the service takes a `Request<R>` (from hyper, `R` is `Incoming`; a test may use any
+/// body) and its handler answers with a `Response<B>` whose body type can be made from that
+/// text.
+///
 /// # Examples
 ///
 /// hyper drops the response future when the client hangs up; the handler runs on:
@@ -64,12 +93,14 @@ const RESPONSE_DROPPED: &str = "client went away before the response was sent";
 /// use std::sync::Arc;
 /// use async_fence::{Cx, FencedService, Flag};
 /// use hyper::service::Service;
+/// use hyper::{Request, Response};
 ///
 /// let ex = Arc::new(async_executor::Executor::new());
 /// futures_lite::future::block_on(ex.run(async {
 ///     let (log, lines) = async_channel::unbounded();
-///     let handler = move |cx: Cx, prompt: &'static str| {
+///     let handler = move |cx: Cx, request: Request<&'static str>| {
 ///         let log = log.clone();
+///         let prompt = *request.body();
 ///         async move {
 ///             // Fenced: the expensive, interruptible part.
 ///             let scope = cx.fencing().scope();
@@ -83,15 +114,50 @@ const RESPONSE_DROPPED: &str = "client went away before the response was sent";
 ///                 Err(c) => format!("{prompt}: other: {c}"),
 ///             };
 ///             log.send(line).await.unwrap();
-///             Ok::<_, Infallible>(answer.unwrap_or_default())
+///             Ok::<_, Infallible>(Response::new(answer.unwrap_or_default()))
 ///         }
 ///     };
 ///     let service = FencedService::new(&Cx::new(ex.clone()), &Flag::new(), handler);
-///     let response = service.call("ada");
+///     let response = service.call(Request::new("ada"));
 ///     drop(response); // what hyper does when the client goes away
 ///     assert_eq!(
 ///         lines.recv().await.unwrap(),
 ///         "ada: client went away before the response was sent"
+///     );
+/// }));
+/// ```
+///
+/// A `grpc-timeout` bounds the fenced part; a malformed one never reaches the handler:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use async_fence::{Cx, FencedService, Flag, ReasonKind};
+/// use hyper::service::Service;
+/// use hyper::{Request, Response, StatusCode};
+///
+/// let ex = Arc::new(async_executor::Executor::new());
+/// futures_lite::future::block_on(ex.run(async {
+///     let handler = |cx: Cx, _: Request<()>| async move {
+///         let scope = cx.fencing().scope();
+///         let answer = scope.fence(&cx, |_| futures_lite::future::pending::<()>()).await;
+///         let reason = answer.unwrap_err().reasons()[0].clone();
+///         assert_eq!(reason.kind(), ReasonKind::Deadline);
+///         Ok::<_, Infallible>(Response::new(reason.code().to_string()))
+///     };
+///     let service = FencedService::new(&Cx::new(ex.clone()), &Flag::new(), handler);
+///
+///     let request = Request::builder().header("grpc-timeout", "20m").body(()).unwrap();
+///     let response = service.call(request).await.unwrap();
+///     assert_eq!(response.body(), "grpc-timeout");
+///
+///     let request = Request::builder().header("grpc-timeout", "20ms").body(()).unwrap();
+///     let response = service.call(request).await.unwrap();
+///     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+///     assert_eq!(
+///         response.body(),
+///         "invalid grpc-timeout header: unknown timeout unit \"ms\", \
+///          expected one of H, M, S, m, u, n\n"
 ///     );
 /// }));
 /// ```
@@ -125,7 +191,8 @@ impl<H> FencedService<H> {
         }
     }
 
-    /// Returns the context each handler gets (a clone of it).
+    /// Returns the context each handler gets (a clone of it, with the request's
+    /// `grpc-timeout` deadline bound when it carries one).
     ///
     /// # Examples
     ///
@@ -160,25 +227,65 @@ impl<H> FencedService<H> {
     }
 }
 
-impl<R, H, Fut, T, E> hyper::service::Service<R> for FencedService<H>
+impl<R, H, Fut, B, E> hyper::service::Service<Request<R>> for FencedService<H>
 where
-    H: Fn(Cx, R) -> Fut,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
+    H: Fn(Cx, Request<R>) -> Fut,
+    Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
+    B: From<String> + Send + 'static,
     E: Send + 'static,
 {
-    type Response = T;
+    type Response = Response<B>;
     type Error = E;
-    type Future = Respond<T, E>;
+    type Future = Respond<Response<B>, E>;
 
-    fn call(&self, request: R) -> Respond<T, E> {
+    fn call(&self, request: Request<R>) -> Respond<Response<B>, E> {
+        // hyper calls the service once it has read the request head: the budget counts from
+        // now.
+        let cx = match grpc_deadline(request.headers(), Instant::now()) {
+            Ok(None) => self.cx.clone(),
+            Ok(Some(at)) => self.cx.bind(self.cx.fencing().deadline(at, GRPC_TIMEOUT)),
+            // Invariant 3: the handler is not run.
+            Err(e) => return Respond::ready(Ok(bad_request(&e)), &self.disconnected),
+        };
         // Invariant 1: the handler runs in its own task.
-        let handler = (self.handler)(self.cx.clone(), request);
+        let handler = (self.handler)(cx.clone(), request);
         Respond {
-            task: Some(self.cx.executor().spawn(handler)),
+            state: State::Running(cx.spawn_root(handler)),
             disconnected: self.disconnected.clone(),
         }
     }
+}
+
+/// The deadline that the `grpc-timeout` headers of a request head read at `now` set: `None`
+/// without one (or when it is too far away for an `Instant`), the earliest when there are
+/// several.
+///
+/// # Errors
+///
+/// The first malformed value's [`WireError`]. A value that is not UTF-8 is decoded with its
+/// bad bytes replaced, so it fails as non-ASCII.
+fn grpc_deadline(headers: &HeaderMap, now: Instant) -> Result<Option<Instant>, WireError> {
+    let mut earliest = None;
+    for value in headers.get_all(GRPC_TIMEOUT) {
+        let timeout = decode_timeout(&String::from_utf8_lossy(value.as_bytes()))?;
+        earliest = match (earliest, now.checked_add(timeout)) {
+            (Some(a), Some(b)) => Some(Instant::min(a, b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(earliest)
+}
+
+/// The `400 Bad Request` for a malformed `grpc-timeout`: a plain-text body naming the header
+/// and the error.
+fn bad_request<B: From<String>>(error: &WireError) -> Response<B> {
+    let mut response = Response::new(B::from(format!("invalid {GRPC_TIMEOUT} header: {error}\n")));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 impl<H> fmt::Debug for FencedService<H> {
@@ -190,7 +297,8 @@ impl<H> fmt::Debug for FencedService<H> {
     }
 }
 
-/// The response future of [`FencedService`]: the output of the handler's task.
+/// The response future of [`FencedService`]: the output of the handler's task, or the
+/// `400 Bad Request` for a malformed `grpc-timeout`.
 ///
 /// # Cancel safety
 ///
@@ -199,29 +307,56 @@ impl<H> fmt::Debug for FencedService<H> {
 /// unfenced parts still complete.
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Respond<T, E> {
-    task: Option<Task<Result<T, E>>>,
+    state: State<T, E>,
     disconnected: Flag,
 }
+
+/// Where a [`Respond`] is.
+enum State<T, E> {
+    /// The handler runs in this task (a root task, owned by this handle).
+    Running(Child<Result<T, E>>),
+    /// The answer is known without a handler (invariant 3).
+    Ready(Result<T, E>),
+    /// The output was returned.
+    Done,
+}
+
+impl<T, E> Respond<T, E> {
+    fn ready(out: Result<T, E>, disconnected: &Flag) -> Respond<T, E> {
+        Respond {
+            state: State::Ready(out),
+            disconnected: disconnected.clone(),
+        }
+    }
+}
+
+// No field is ever pinned: the task is `Unpin` and a ready output is moved out by value.
+impl<T, E> Unpin for Respond<T, E> {}
 
 impl<T, E> Future for Respond<T, E> {
     type Output = Result<T, E>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, E>> {
-        let Some(task) = self.task.as_mut() else {
-            panic!("`Respond` polled after it completed");
-        };
-        let out = match Pin::new(task).poll(cx) {
-            Poll::Ready(out) => out,
-            Poll::Pending => return Poll::Pending,
-        };
-        self.task = None;
-        Poll::Ready(out)
+        if let State::Running(task) = &mut self.state {
+            let out = match Pin::new(task).poll(cx) {
+                Poll::Ready(Ok(out)) => out,
+                Poll::Ready(Err(err)) => panic!("the request handler did not finish: {err}"),
+                Poll::Pending => return Poll::Pending,
+            };
+            self.state = State::Done;
+            return Poll::Ready(out);
+        }
+        // Not running: a ready answer, or nothing left.
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Ready(out) => Poll::Ready(out),
+            _ => panic!("`Respond` polled after it completed"),
+        }
     }
 }
 
 impl<T, E> Drop for Respond<T, E> {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let State::Running(task) = std::mem::replace(&mut self.state, State::Done) {
             // Invariant 2: flag first, then let the handler run on.
             self.disconnected
                 .set_with(ReasonKind::Disconnect, RESPONSE_DROPPED);
@@ -232,21 +367,23 @@ impl<T, E> Drop for Respond<T, E> {
 
 impl<T, E> fmt::Debug for Respond<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let finished = match &self.state {
+            State::Running(child) => child.is_finished(),
+            State::Ready(_) | State::Done => true,
+        };
         f.debug_struct("Respond")
-            .field(
-                "finished",
-                &self.task.as_ref().map_or(true, Task::is_finished),
-            )
+            .field("finished", &finished)
             .finish_non_exhaustive()
     }
 }
 
 /// Serves one HTTP/1 connection with hyper, each request's handler fenced by the client's
-/// disconnect.
+/// disconnect and by the request's `grpc-timeout`.
 ///
 /// Wraps `stream` in a [`WatchedStream`] (its watcher runs on `cx`'s executor) and serves it
-/// with a [`FencedService`] watching that stream's flag, with hyper's default HTTP/1
-/// settings. For other settings, build the same from [`WatchedStream::new`],
+/// with a [`FencedService`] watching that stream's flag (which also binds each request's
+/// `grpc-timeout` deadline, and answers a malformed one with `400 Bad Request`), with hyper's
+/// default HTTP/1 settings. For other settings, build the same from [`WatchedStream::new`],
 /// [`FencedService::new`] and `hyper::server::conn::http1::Builder`.
 ///
 /// Await the returned connection (or spawn it) to serve; it resolves when the client closes
@@ -303,11 +440,11 @@ pub fn serve_connection<H, Fut, B, E>(
 where
     H: Fn(Cx, Request<Incoming>) -> Fut,
     Fut: Future<Output = Result<Response<B>, E>> + Send + 'static,
-    B: Body + Send + 'static,
+    B: Body + From<String> + Send + 'static,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
     E: Into<Box<dyn StdError + Send + Sync>> + Send + 'static,
 {
-    let stream = WatchedStream::new(stream, cx.executor());
+    let stream = WatchedStream::watched_by(stream, cx);
     let service = FencedService::new(cx, stream.disconnected(), handler);
     http1::Builder::new().serve_connection(stream, service)
 }

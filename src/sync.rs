@@ -14,13 +14,13 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU8, AtomicUsize},
+    atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize},
     Mutex, MutexGuard,
 };
 pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU8, AtomicUsize},
+    atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize},
     Mutex, MutexGuard,
 };
 
@@ -41,6 +41,16 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Lets another thread finish a step that takes it a few instructions (a flag's winning
+/// setter between its compare-and-swap and its store): a yield, which under loom is the model
+/// scheduler's.
+pub(crate) fn spin_wait() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
 }
 
 /// One registered waker, replaced on each registration and taken on wake.

@@ -1,302 +1,163 @@
-//! Arming a [`Fencing`]: the per-entry state that watches its triggers.
+//! [`Trigger`]: one source of cancellation, as a [`Fencing`](crate::Fencing) declares it.
 //!
-//! # Invariants
-//!
-//! 1. Arming takes at most one `Instant::now()`, and none for a fencing without time
-//!    triggers. Relative timeouts are anchored at that instant.
-//! 2. Of all time triggers only the earliest one is armed (ties: the one added last); it is
-//!    checked against the entry instant without touching the timer wheel, and an
-//!    `async_io::Timer` is made only when the caller is about to return `Pending`.
-//! 3. Flag listeners are made only when the caller is about to return `Pending`, after
-//!    which the flag is read again ("try, listen, try again").
-//! 4. A trigger seen fired stays fired: a later check reports it again, so a caller that
-//!    defers its decision loses nothing.
+//! A trigger is only a declaration; [`Armed`](crate::armed::Armed) watches the triggers of one
+//! entry. Each trigger has an identity (C1 of the contract) that says when two scopes watch
+//! the same one: a flag by its latch, a custom trigger by the builder call it came from (its
+//! `make` closure, shared by every clone and derived fencing), a time trigger by the instant
+//! it fires at.
 
-use std::any::Any;
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::future::Future;
+use std::panic::Location;
 use std::pin::Pin;
-use std::task::{Context, Poll};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures_lite::future::Future;
+use crate::code::Code;
+use crate::flag::Flag;
+use crate::reason::{Reason, ReasonKind};
 
-use crate::fencing::{anchor_at, Due, Fencing, MessageFuture, Trigger};
-use crate::flag::Listening;
-use crate::instrument::{Kind, Token};
-use crate::reason::Reason;
-use crate::sync::Timer;
+/// The future a custom trigger waits on.
+pub(crate) type MessageFuture = Pin<Box<dyn Future<Output = String> + Send>>;
+/// What makes a custom trigger's future, once per owning scope entry.
+pub(crate) type MakeTrigger = Arc<dyn Fn() -> MessageFuture + Send + Sync>;
 
-/// A panic payload caught while polling a custom trigger.
-pub(crate) type Panic = Box<dyn Any + Send>;
-
-/// The armed state of one fencing for one entry.
-pub(crate) struct Armed {
-    /// The one time trigger that can fire (invariant 2).
-    time: Option<TimeSlot>,
-    /// One slot per trigger, only when there are flags or custom triggers and more than
-    /// one trigger.
-    slots: Vec<Slot>,
-    /// The listener of a fencing whose one trigger is a flag: no slots to allocate.
-    lone_flag: Listening,
+/// One source of cancellation, as declared.
+#[derive(Clone)]
+pub(crate) enum Trigger {
+    /// A relative timeout or an absolute deadline.
+    Time(TimeTrigger),
+    /// A [`Flag`] watched under a code.
+    Flag { flag: Flag, code: Code },
+    /// A custom future ([`Fencing::when`](crate::Fencing::when) and
+    /// [`Fencing::trigger`](crate::Fencing::trigger)).
+    When(WhenTrigger),
 }
 
-struct TimeSlot {
-    index: usize,
-    at: Instant,
-    timer: Option<(Timer, Token)>,
-    fired: bool,
+/// A timeout or a deadline.
+#[derive(Clone)]
+pub(crate) struct TimeTrigger {
+    pub(crate) code: Code,
+    /// What the reason says: `Some(d)` for a timeout of `d`, `None` for a deadline.
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) due: Due,
+    /// The `timeout`/`deadline` call that declared it.
+    pub(crate) location: &'static Location<'static>,
 }
 
-enum Slot {
-    Time,
-    Flag(Listening),
-    When(MessageFuture),
-    Fired(String),
+/// A custom trigger.
+#[derive(Clone)]
+pub(crate) struct WhenTrigger {
+    pub(crate) kind: ReasonKind,
+    pub(crate) code: Code,
+    /// Shared by every clone: its address is the trigger's identity.
+    pub(crate) make: MakeTrigger,
+    /// The `when`/`trigger` call that declared it.
+    pub(crate) location: &'static Location<'static>,
 }
 
-impl Armed {
-    /// Arms `fencing` at entry: anchors its timeouts, picks its earliest time trigger, and
-    /// makes the futures of its custom triggers. Returns the entry instant with it, taken
-    /// once and only if there is a time trigger (invariant 1), for
-    /// [`check_entry`](Armed::check_entry).
-    pub(crate) fn arm(fencing: &Fencing) -> (Armed, Option<Instant>) {
-        let triggers = fencing.triggers();
-        // The quick path: a lone time trigger needs no walk and no slots.
-        if let [Trigger::Time { due, .. }] = triggers {
-            let now = Instant::now();
-            let due = match *due {
-                Due::After(after) => anchor_at(now, after),
-                due => due,
-            };
-            return (Armed::lone_time(due), Some(now));
+/// When a time trigger fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Not anchored yet: this long after the anchor.
+    After(Duration),
+    /// At this instant.
+    At(Instant),
+    /// Never: the deadline is past what `Instant` can hold.
+    Never,
+}
+
+impl Due {
+    /// The instant this fires at once anchored at `now`; `None` for never.
+    pub(crate) fn at(self, now: Instant) -> Option<Instant> {
+        match self {
+            Due::After(after) => now.checked_add(after),
+            Due::At(at) => Some(at),
+            Due::Never => None,
         }
-        let mut now = None;
-        let mut time: Option<(usize, Instant)> = None;
-        let mut others = false;
-        for (index, trigger) in triggers.iter().enumerate() {
-            let Trigger::Time { due, .. } = trigger else {
-                others = true;
-                continue;
-            };
-            let now = *now.get_or_insert_with(Instant::now);
-            let due = match *due {
-                Due::After(after) => anchor_at(now, after),
-                due => due,
-            };
-            // `<=`: ties go to the one added last.
-            if let Due::At(at) = due {
-                if time.map_or(true, |(_, best)| at <= best) {
-                    time = Some((index, at));
-                }
-            }
+    }
+
+    /// This, anchored at `now`.
+    pub(crate) fn anchored(self, now: Instant) -> Due {
+        self.at(now).map_or(Due::Never, Due::At)
+    }
+}
+
+impl TimeTrigger {
+    /// The reason this time trigger reports when it fires.
+    pub(crate) fn reason(&self) -> Reason {
+        let reason = match self.timeout {
+            Some(after) => Reason::with_message(
+                ReasonKind::Timeout,
+                self.code.clone(),
+                Code::from(format!("timed out after {after:?}")),
+            ),
+            None => Reason::with_message(
+                ReasonKind::Deadline,
+                self.code.clone(),
+                Code::from("deadline exceeded"),
+            ),
+        };
+        reason.at(self.location)
+    }
+}
+
+impl WhenTrigger {
+    /// The reason this custom trigger reports when its future resolved with `message`.
+    pub(crate) fn reason(&self, message: String) -> Reason {
+        Reason::with_message(self.kind, self.code.clone(), Code::from(message)).at(self.location)
+    }
+
+    /// The identity of the builder entry (C1).
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.make) as *const () as usize
+    }
+}
+
+impl Trigger {
+    /// The identity of a flag or custom trigger (C1); `None` for a time trigger, whose
+    /// identity is its instant.
+    pub(crate) fn id(&self) -> Option<usize> {
+        match self {
+            Trigger::Time(_) => None,
+            Trigger::Flag { flag, .. } => Some(flag.id()),
+            Trigger::When(when) => Some(when.id()),
         }
-        let slots = if others && !matches!(triggers, [Trigger::Flag { .. }]) {
-            triggers
-                .iter()
-                .map(|t| match t {
-                    Trigger::Time { .. } => Slot::Time,
-                    Trigger::Flag { .. } => Slot::Flag(None),
-                    Trigger::When { make, .. } => Slot::When(make()),
+    }
+
+    /// This trigger with its relative timeout anchored at `now` (others unchanged).
+    pub(crate) fn anchored(&self, now: Instant) -> Trigger {
+        match self {
+            Trigger::Time(time) if matches!(time.due, Due::After(_)) => {
+                Trigger::Time(TimeTrigger {
+                    due: time.due.anchored(now),
+                    ..time.clone()
                 })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let armed = Armed {
-            time: time.map(|(index, at)| TimeSlot {
-                index,
-                at,
-                timer: None,
-                fired: false,
-            }),
-            slots,
-            lone_flag: None,
-        };
-        (armed, now)
-    }
-
-    /// The armed state of a fencing whose one trigger is a time trigger due at `due`, whose
-    /// entry check is done.
-    pub(crate) fn lone_time(due: Due) -> Armed {
-        let time = match due {
-            Due::At(at) => Some(TimeSlot {
-                index: 0,
-                at,
-                timer: None,
-                fired: false,
-            }),
-            _ => None,
-        };
-        Armed {
-            time,
-            slots: Vec::new(),
-            lone_flag: None,
-        }
-    }
-
-    /// The entry check (rule 3): the reasons of every trigger already due at `now`, the
-    /// instant [`arm`](Armed::arm) returned, in the order they were added. No timer and no
-    /// listener is made (invariants 2, 3).
-    pub(crate) fn check_entry(
-        &mut self,
-        fencing: &Fencing,
-        cx: &mut Context<'_>,
-        now: Option<Instant>,
-    ) -> Result<Vec<Reason>, Panic> {
-        // The quick path: a lone time trigger needs no walk over the triggers.
-        if let ([Trigger::Time { code, timeout, .. }], Some(now)) = (fencing.triggers(), now) {
-            return Ok(match self.time.as_mut() {
-                Some(slot) if now >= slot.at => {
-                    slot.fired = true;
-                    vec![Trigger::time_reason(code, *timeout)]
-                }
-                _ => Vec::new(),
-            });
-        }
-        self.check_at(fencing, cx, false, now)
-    }
-
-    /// The instant the armed time trigger fires, if any.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.time.as_ref().map(|t| t.at)
-    }
-
-    /// Returns the reasons of every trigger found fired, in the order they were added.
-    ///
-    /// With `register`, wakers are registered for the triggers that have not fired (the
-    /// caller is about to return `Pending`). A panic in a custom trigger is returned as `Err`.
-    pub(crate) fn check(
-        &mut self,
-        fencing: &Fencing,
-        cx: &mut Context<'_>,
-        register: bool,
-    ) -> Result<Vec<Reason>, Panic> {
-        self.check_at(fencing, cx, register, None)
-    }
-
-    /// [`check`](Armed::check), comparing the time trigger with `now` (the entry instant)
-    /// instead of the timer when given.
-    fn check_at(
-        &mut self,
-        fencing: &Fencing,
-        cx: &mut Context<'_>,
-        register: bool,
-        now: Option<Instant>,
-    ) -> Result<Vec<Reason>, Panic> {
-        let mut fired = Vec::new();
-        for (index, trigger) in fencing.triggers().iter().enumerate() {
-            match trigger {
-                Trigger::Time { code, timeout, .. } => {
-                    if self.time_fired(index, cx, register, now) {
-                        fired.push(Trigger::time_reason(code, *timeout));
-                    }
-                }
-                Trigger::Flag { flag, code } => {
-                    let listener = if self.slots.is_empty() {
-                        // Only a lone flag is armed without slots.
-                        &mut self.lone_flag
-                    } else if let Some(Slot::Flag(listener)) = self.slots.get_mut(index) {
-                        listener
-                    } else {
-                        continue;
-                    };
-                    let set = if register {
-                        flag.poll_set(listener, cx).is_ready()
-                    } else {
-                        flag.is_set()
-                    };
-                    if let Some(reason) = set.then(|| flag.reason(code)).flatten() {
-                        fired.push(reason);
-                    }
-                }
-                Trigger::When { kind, code, .. } => {
-                    if let Some(message) = self.when_fired(index, cx)? {
-                        fired.push(Reason::new(*kind, code.clone(), message));
-                    }
-                }
             }
-        }
-        Ok(fired)
-    }
-
-    /// Checks the time trigger at `index` (invariants 1, 2, 4): against the entry instant
-    /// `now` when given, else against its timer, made only with `register`.
-    fn time_fired(
-        &mut self,
-        index: usize,
-        cx: &mut Context<'_>,
-        register: bool,
-        now: Option<Instant>,
-    ) -> bool {
-        let Some(slot) = self.time.as_mut().filter(|t| t.index == index) else {
-            return false;
-        };
-        if slot.fired {
-            return true;
-        }
-        if let Some(now) = now {
-            slot.fired = now >= slot.at;
-            return slot.fired;
-        }
-        if !register && slot.timer.is_none() {
-            return false;
-        }
-        let (timer, _) = slot
-            .timer
-            .get_or_insert_with(|| (Timer::at(slot.at), Token::new(Kind::Timer)));
-        if Pin::new(timer).poll(cx).is_ready() {
-            slot.fired = true;
-            slot.timer = None;
-        }
-        slot.fired
-    }
-
-    /// Polls the custom trigger at `index`; its message once it has fired (invariant 4).
-    fn when_fired(&mut self, index: usize, cx: &mut Context<'_>) -> Result<Option<String>, Panic> {
-        let Some(slot) = self.slots.get_mut(index) else {
-            return Ok(None);
-        };
-        match slot {
-            Slot::When(fut) => match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-                Ok(Poll::Ready(message)) => {
-                    *slot = Slot::Fired(message.clone());
-                    Ok(Some(message))
-                }
-                Ok(Poll::Pending) => Ok(None),
-                Err(panic) => {
-                    // Never poll it again.
-                    *slot = Slot::Time;
-                    Err(panic)
-                }
-            },
-            Slot::Fired(message) => Ok(Some(message.clone())),
-            Slot::Time | Slot::Flag(_) => Ok(None),
+            other => other.clone(),
         }
     }
 
-    /// Returns `true` if a flag or the time trigger of `fencing` has fired by `now`.
-    ///
-    /// Used to look at an enclosing scope's triggers from inside (rule 5). Custom triggers are
-    /// not polled here: they belong to the scope that armed them.
-    pub(crate) fn would_fire(
-        fencing: &Fencing,
-        deadline: Option<Instant>,
-        now: &mut LazyNow,
-    ) -> bool {
-        let flags = fencing
-            .triggers()
-            .iter()
-            .any(|t| matches!(t, Trigger::Flag { flag, .. } if flag.is_set()));
-        flags || deadline.is_some_and(|at| now.get() >= at)
+    /// `true` for a relative timeout not anchored yet.
+    pub(crate) fn is_relative(&self) -> bool {
+        matches!(self, Trigger::Time(TimeTrigger { due: Due::After(_), .. }))
     }
 }
 
-/// `Instant::now()`, taken at most once.
-#[derive(Default)]
-pub(crate) struct LazyNow(Option<Instant>);
-
-impl LazyNow {
-    pub(crate) fn get(&mut self) -> Instant {
-        *self.0.get_or_insert_with(Instant::now)
+/// Picks the time trigger that can fire of `triggers` anchored at `now` (invariant of the
+/// contract: only the earliest can fire; ties go to the one added last): its index and
+/// instant. `None` if none can fire.
+pub(crate) fn earliest(triggers: &[Trigger], now: Instant) -> Option<(usize, Instant)> {
+    let mut best: Option<(usize, Instant)> = None;
+    for (index, trigger) in triggers.iter().enumerate() {
+        let Trigger::Time(time) = trigger else {
+            continue;
+        };
+        if let Some(at) = time.due.at(now) {
+            // `<=`: ties go to the one added last.
+            if best.map_or(true, |(_, b)| at <= b) {
+                best = Some((index, at));
+            }
+        }
     }
+    best
 }

@@ -1,0 +1,298 @@
+//! [`Armed`]: the triggers one entry watches, and how it finds them fired.
+//!
+//! A scope arms only the triggers it owns: those no enclosing live scope watches already (C1
+//! of the contract). The others are `Covered`: never polled, never given a timer or a
+//! listener. `Fencing::run`, which is not a scope, owns all of its triggers.
+//!
+//! # Invariants
+//!
+//! 1. Arming reads the clock at most once, and not at all for a fencing without time
+//!    triggers. Relative timeouts are anchored at that instant.
+//! 2. Of all owned time triggers only the earliest one is armed (ties: the one added last);
+//!    an `async_io::Timer` is made only when the caller registers (it is about to return
+//!    `Pending`).
+//! 3. Flag listeners are made only when the caller registers, after which the flag is read
+//!    again ("try, listen, try again").
+//! 4. A trigger seen fired stays fired: every later look reports it again until the caller
+//!    [settles](Armed::settle) it (records or declines it), after which it is never looked
+//!    at again.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures_lite::future::Future;
+
+use crate::flag::Listening;
+use crate::instrument::{Kind, Token};
+use crate::reason::Reason;
+use crate::sync::Timer;
+use crate::trigger::{earliest, MessageFuture, Trigger};
+
+/// A panic payload caught while polling a custom trigger.
+pub(crate) type Panic = Box<dyn Any + Send>;
+
+/// The armed state of one fencing for one entry.
+pub(crate) struct Armed {
+    /// The earliest time trigger of the fencing (invariant 2).
+    time: Time,
+    /// One slot per trigger when there are flags or custom triggers.
+    slots: Slots,
+}
+
+/// The earliest time trigger.
+enum Time {
+    /// None can fire, or it was settled.
+    None,
+    /// An enclosing scope's deadline comes first: `(index, at)` is armed only if that scope
+    /// stops covering it.
+    Covered(usize, Instant),
+    Armed(TimeSlot),
+}
+
+struct TimeSlot {
+    index: usize,
+    at: Instant,
+    timer: Option<(Timer, Token)>,
+    fired: bool,
+}
+
+/// The slots of the triggers, kept inline for a fencing of one trigger.
+enum Slots {
+    None,
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+enum Slot {
+    /// A time trigger (see `time`).
+    Time,
+    /// Watched by an enclosing scope.
+    Covered,
+    /// Settled: recorded or declined (invariant 4).
+    Done,
+    Flag(Listening),
+    When(MessageFuture),
+    /// A custom trigger's message once its future resolved (invariant 4).
+    Fired(String),
+}
+
+/// How [`Armed::fired`] looks.
+pub(crate) enum Look<'a, 'b> {
+    /// At entry: the time trigger against the entry instant; no timer, no listener.
+    Entry(Option<Instant>, &'a mut Context<'b>),
+    /// Before returning `Pending`: timers and listeners are made for what has not fired.
+    Register(&'a mut Context<'b>),
+    /// Without registering anything new.
+    Peek(&'a mut Context<'b>),
+}
+
+/// What an enclosing scope watches already, as the entry sees it.
+pub(crate) trait Covers {
+    /// `true` if the flag or custom trigger of identity `id` is watched above.
+    fn covers(&self, id: usize) -> bool;
+    /// The earliest deadline that applies above: an owned time trigger due at or after it
+    /// is covered.
+    fn deadline(&self) -> Option<Instant>;
+}
+
+/// Nothing above: `Fencing::run` and root scopes own every trigger.
+pub(crate) struct Uncovered;
+
+impl Covers for Uncovered {
+    fn covers(&self, _: usize) -> bool {
+        false
+    }
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+}
+
+impl Armed {
+    /// Arms the triggers of one entry that `cover` does not cover, reading the clock once if
+    /// there is a time trigger (invariant 1): returns the instant with it.
+    pub(crate) fn arm(triggers: &[Trigger], cover: &impl Covers) -> (Armed, Option<Instant>) {
+        let has_time = triggers.iter().any(|t| matches!(t, Trigger::Time(_)));
+        let now = has_time.then(Instant::now);
+        let time = match now.and_then(|now| earliest(triggers, now)) {
+            None => Time::None,
+            Some((index, at)) if cover.deadline().is_some_and(|above| above <= at) => {
+                Time::Covered(index, at)
+            }
+            Some((index, at)) => Time::armed(index, at),
+        };
+        let slot = |t: &Trigger| match t {
+            Trigger::Time(_) => Slot::Time,
+            t if t.id().is_some_and(|id| cover.covers(id)) => Slot::Covered,
+            Trigger::Flag { .. } => Slot::Flag(None),
+            Trigger::When(when) => Slot::When((when.make)()),
+        };
+        let others = triggers.iter().any(|t| !matches!(t, Trigger::Time(_)));
+        let slots = match triggers {
+            _ if !others => Slots::None,
+            [one] => Slots::One(slot(one)),
+            many => Slots::Many(many.iter().map(slot).collect()),
+        };
+        (Armed { time, slots }, now)
+    }
+
+    /// Arms, in addition, the covered triggers that `cover` no longer covers (the scope
+    /// above that watched them returned without deciding). Settled triggers stay settled.
+    pub(crate) fn rearm(&mut self, triggers: &[Trigger], cover: &impl Covers) {
+        if let Time::Covered(index, at) = self.time {
+            if cover.deadline().map_or(true, |above| at < above) {
+                self.time = Time::armed(index, at);
+            }
+        }
+        for (index, trigger) in triggers.iter().enumerate() {
+            let Some(slot) = self.slots.get_mut(index) else {
+                continue;
+            };
+            if !matches!(slot, Slot::Covered) || trigger.id().is_some_and(|id| cover.covers(id)) {
+                continue;
+            }
+            *slot = match trigger {
+                Trigger::Flag { .. } => Slot::Flag(None),
+                Trigger::When(when) => Slot::When((when.make)()),
+                Trigger::Time(_) => Slot::Time,
+            };
+        }
+    }
+
+    /// The instant the armed time trigger fires, if this entry owns one not settled.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.time {
+            Time::Armed(slot) => Some(slot.at),
+            _ => None,
+        }
+    }
+
+    /// The triggers found fired, with their reasons, in the order they were added
+    /// (invariant 4). A panic in a custom trigger is returned as `Err`, and that trigger is
+    /// never polled again.
+    pub(crate) fn fired(
+        &mut self,
+        triggers: &[Trigger],
+        look: Look<'_, '_>,
+    ) -> Result<Vec<(usize, Reason)>, Panic> {
+        let (now, register, cx) = match look {
+            Look::Entry(now, cx) => (now, false, cx),
+            Look::Register(cx) => (None, true, cx),
+            Look::Peek(cx) => (None, false, cx),
+        };
+        let mut fired = Vec::new();
+        for (index, trigger) in triggers.iter().enumerate() {
+            let reason = match trigger {
+                Trigger::Time(time) => self
+                    .time_fired(index, cx, register, now)
+                    .then(|| time.reason()),
+                Trigger::Flag { flag, code } => match self.slots.get_mut(index) {
+                    Some(Slot::Flag(listener)) => {
+                        let set = if register {
+                            flag.poll_set(listener, cx).is_ready()
+                        } else {
+                            flag.is_set()
+                        };
+                        set.then(|| flag.reason(code)).flatten()
+                    }
+                    _ => None,
+                },
+                Trigger::When(when) => self.when_fired(index, cx)?.map(|m| when.reason(m)),
+            };
+            if let Some(reason) = reason {
+                fired.push((index, reason));
+            }
+        }
+        Ok(fired)
+    }
+
+    /// Stops watching trigger `index`: it was recorded or declined (invariant 4).
+    pub(crate) fn settle(&mut self, index: usize) {
+        if matches!(&self.time, Time::Armed(slot) if slot.index == index) {
+            self.time = Time::None;
+        }
+        if let Some(slot) = self.slots.get_mut(index) {
+            *slot = Slot::Done;
+        }
+    }
+
+    /// Checks the time trigger at `index` (invariants 1, 2, 4): against the entry instant
+    /// `now` when given, else against its timer, made only when registering.
+    fn time_fired(
+        &mut self,
+        index: usize,
+        cx: &mut Context<'_>,
+        register: bool,
+        now: Option<Instant>,
+    ) -> bool {
+        let Time::Armed(slot) = &mut self.time else {
+            return false;
+        };
+        if slot.index != index {
+            return false;
+        }
+        if slot.fired {
+            return true;
+        }
+        if let Some(now) = now {
+            slot.fired = now >= slot.at;
+            return slot.fired;
+        }
+        if !register && slot.timer.is_none() {
+            return false;
+        }
+        let (timer, _) = slot
+            .timer
+            .get_or_insert_with(|| (Timer::at(slot.at), Token::new(Kind::Timer)));
+        if Pin::new(timer).poll(cx).is_ready() {
+            slot.fired = true;
+            slot.timer = None;
+        }
+        slot.fired
+    }
+
+    /// Polls the custom trigger at `index`; its message once it has fired (invariant 4).
+    fn when_fired(&mut self, index: usize, cx: &mut Context<'_>) -> Result<Option<String>, Panic> {
+        let Some(slot) = self.slots.get_mut(index) else {
+            return Ok(None);
+        };
+        match slot {
+            Slot::When(fut) => match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+                Ok(Poll::Ready(message)) => {
+                    *slot = Slot::Fired(message.clone());
+                    Ok(Some(message))
+                }
+                Ok(Poll::Pending) => Ok(None),
+                Err(panic) => {
+                    *slot = Slot::Done;
+                    Err(panic)
+                }
+            },
+            Slot::Fired(message) => Ok(Some(message.clone())),
+            Slot::Time | Slot::Covered | Slot::Done | Slot::Flag(_) => Ok(None),
+        }
+    }
+}
+
+impl Time {
+    fn armed(index: usize, at: Instant) -> Time {
+        Time::Armed(TimeSlot {
+            index,
+            at,
+            timer: None,
+            fired: false,
+        })
+    }
+}
+
+impl Slots {
+    fn get_mut(&mut self, index: usize) -> Option<&mut Slot> {
+        match self {
+            Slots::None => None,
+            Slots::One(slot) => (index == 0).then_some(slot),
+            Slots::Many(slots) => slots.get_mut(index),
+        }
+    }
+}

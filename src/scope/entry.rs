@@ -1,0 +1,88 @@
+//! [`Entry`]: the immutable facts of one entry of a scope.
+//!
+//! Set once, at entry, before any `Cx` points to the scope, and never changed: its parent,
+//! its fencing, which flags and custom triggers the chain of live scopes above it (and it)
+//! watch and who owns each ([`WatchSet`]), and the earliest deadline that applies inside it.
+//! A scope entered inside this one reads these from here alone (C4: O(1) in depth).
+//!
+//! Generic over the scope's shared state `F`, which holds the entry (so the two files do not
+//! depend on each other).
+
+use std::panic::Location;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use crate::code::Code;
+use crate::fencing::Fencing;
+use crate::flag::Flag;
+use crate::trigger::MakeTrigger;
+use crate::watch_set::WatchSet;
+
+/// The immutable facts of one entry.
+pub(crate) struct Entry<F> {
+    /// The nearest enclosing scope in force at entry (live, or cancelled and returned).
+    pub(crate) parent: Option<Arc<F>>,
+    /// How many scopes enclose this one.
+    pub(crate) depth: u32,
+    pub(crate) fencing: Fencing,
+    /// The flags and custom triggers watched by this scope and the live scopes above it.
+    pub(crate) watch: WatchSet<Watched<F>>,
+    /// The earliest deadline that applies inside this scope, and the scope that owns it.
+    pub(crate) deadline: Option<Applying<F>>,
+    pub(crate) name: Option<Code>,
+    pub(crate) entered_at: Instant,
+    /// The `fence` call that entered it.
+    pub(crate) location: &'static Location<'static>,
+    /// The `tracing` span the scope's body and children run in.
+    #[cfg(feature = "tracing")]
+    pub(crate) span: tracing::Span,
+}
+
+/// A watched flag or custom trigger: its owner, and the trigger itself (which keeps its
+/// identity from being reused while the set holds it: watch set invariant 2).
+pub(crate) struct Watched<F> {
+    pub(crate) owner: Weak<F>,
+    pub(crate) what: What,
+}
+
+/// What is watched.
+#[derive(Clone)]
+pub(crate) enum What {
+    Flag(Flag),
+    /// A custom trigger: held only to keep its identity (invariant 2 of the watch set).
+    When { _keep: MakeTrigger },
+}
+
+/// The earliest deadline that applies, and the scope whose timer fires at it.
+pub(crate) struct Applying<F> {
+    pub(crate) at: Instant,
+    pub(crate) owner: Weak<F>,
+}
+
+impl<F> Clone for Watched<F> {
+    fn clone(&self) -> Watched<F> {
+        Watched {
+            owner: self.owner.clone(),
+            what: self.what.clone(),
+        }
+    }
+}
+
+impl<F> Clone for Applying<F> {
+    fn clone(&self) -> Applying<F> {
+        Applying {
+            at: self.at,
+            owner: self.owner.clone(),
+        }
+    }
+}
+
+impl<F> Watched<F> {
+    /// The watched flag, if it is one.
+    pub(crate) fn flag(&self) -> Option<&Flag> {
+        match &self.what {
+            What::Flag(flag) => Some(flag),
+            What::When { .. } => None,
+        }
+    }
+}
