@@ -2,7 +2,9 @@
 //! registering them), and the `crawl` example as a child process stopped with `kill`.
 #![cfg(all(unix, feature = "signal"))]
 
-mod process;
+mod common {
+    pub mod process;
+}
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use async_executor::Executor;
 use async_fence::{on_flag, ReasonKind, Shutdown};
 use async_io::Timer;
 use async_signal::Signal;
+use common::process::Running;
 use futures_lite::future;
-use process::Running;
 
 /// Sends `signal` to this test process.
 fn raise(signal: &str) {
