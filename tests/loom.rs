@@ -20,11 +20,10 @@ mod common {
     pub mod reasons;
 }
 
-use std::future::Future;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Poll, Wake, Waker};
 
 use async_fence::__loom::Executor;
 use async_fence::{Cx, Fencing, Flag, ReasonKind};
