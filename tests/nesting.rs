@@ -412,7 +412,7 @@ fn scope_entered_with_the_cx_of_a_cancelled_returned_scope_is_cancelled_at_entry
             })
             .await;
         assert!(result.unwrap_err().cancelled_by("stop"));
-        let escaped: async_fence::Cx = rx.recv().await.unwrap();
+        let escaped: Cx = rx.recv().await.unwrap();
         assert!(escaped.is_cancelled());
 
         let ran = Live::default();
@@ -439,7 +439,7 @@ fn scope_entered_with_the_cx_of_a_cancelled_returned_scope_is_cancelled_at_entry
 fn scope_waiting_at_entry_for_an_ancestor_that_returns_ok_runs_its_body() {
     run_pool(|cx| async move {
         let flag = Flag::new();
-        let (tx, rx) = async_channel::bounded::<async_fence::Cx>(1);
+        let (tx, rx) = async_channel::bounded::<Cx>(1);
         let waited = Arc::new(AtomicBool::new(false));
         let w = waited.clone();
         let worker = cx.spawn(async move {

@@ -3,8 +3,8 @@
 //! pair is kept once; reasons keep the order they were recorded in; `Cancelled` displays the
 //! messages joined by `"; "`.
 //!
-//! Each case runs under `common::no_leaks`. Case counts are modest (`PROPTEST_CASES`
-//! overrides them).
+//! Each case runs under `no_leaks` (`tests/common/leaks.rs`). Case counts are modest
+//! (`PROPTEST_CASES` overrides them).
 
 mod common {
     pub mod leaks;
