@@ -1,21 +1,18 @@
 //! `WatchedStream` on real sockets: what it detects, and that it never loses or reorders a
 //! byte.
 
+mod common {
+    pub mod executor;
+}
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_executor::Executor;
 use async_fence::{on_flag, ReasonKind, WatchedStream, READ_AHEAD};
 use async_io::{Async, Timer};
+use common::executor::run_on_executor;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-
-/// Runs `f` on a private executor driven by this thread alone.
-fn run<T>(f: impl FnOnce(Arc<Executor<'static>>) -> future::Boxed<T>) -> T {
-    let ex = Arc::new(Executor::new());
-    future::block_on(ex.run(f(ex.clone())))
-}
 
 /// A connected pair: the client as a blocking std socket, the server side accepted.
 async fn pair() -> (TcpStream, Async<TcpStream>) {
@@ -47,7 +44,7 @@ async fn set_within(flag: &async_fence::Flag, limit: Duration) -> bool {
 
 #[test]
 fn peer_close_sets_flag_while_app_is_not_reading_and_keeps_every_byte() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (mut client, server) = pair().await;
             let mut stream = WatchedStream::new(server, &ex);
@@ -75,7 +72,7 @@ fn peer_close_sets_flag_while_app_is_not_reading_and_keeps_every_byte() {
 
 #[test]
 fn close_behind_more_than_read_ahead_is_seen_once_the_app_reads_down_to_it() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (client, server) = pair().await;
             let mut stream = WatchedStream::new(server, &ex);
@@ -109,7 +106,7 @@ fn close_behind_more_than_read_ahead_is_seen_once_the_app_reads_down_to_it() {
 
 #[test]
 fn reads_racing_the_watcher_keep_the_order() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (client, server) = pair().await;
             let mut stream = WatchedStream::new(server, &ex);
@@ -149,7 +146,7 @@ fn reads_racing_the_watcher_keep_the_order() {
 
 #[test]
 fn reset_sets_flag_with_the_error() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (client, server) = pair().await;
             let mut stream = WatchedStream::new(server, &ex);
@@ -177,7 +174,7 @@ fn reset_sets_flag_with_the_error() {
 
 #[test]
 fn half_close_counts_as_disconnect_and_the_reply_still_goes_out() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (mut client, server) = pair().await;
             let mut stream = WatchedStream::new(server, &ex);
@@ -199,7 +196,7 @@ fn half_close_counts_as_disconnect_and_the_reply_still_goes_out() {
 
 #[test]
 fn open_connection_never_sets_the_flag() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (mut client, server) = pair().await;
             let stream = WatchedStream::new(server, &ex);
@@ -213,7 +210,7 @@ fn open_connection_never_sets_the_flag() {
 
 #[test]
 fn dropping_the_stream_closes_the_connection_without_setting_the_flag() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (mut client, server) = pair().await;
             let stream = WatchedStream::new(server, &ex);
@@ -245,7 +242,7 @@ fn thread_cpu_ticks() -> u64 {
 #[cfg(target_os = "linux")]
 #[test]
 fn watcher_does_not_spin_while_unread_bytes_wait() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let (mut client, server) = pair().await;
             let stream = WatchedStream::new(server, &ex);

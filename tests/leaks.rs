@@ -1,7 +1,13 @@
 //! The leak checks of `common` themselves: a test that leaves a task, a timer, a listener or
 //! an entered scope behind fails, and one that cleans up passes.
 
-mod common;
+mod common {
+    pub mod hold;
+    pub mod leaks;
+    pub mod live;
+    pub mod panics;
+    pub mod run;
+}
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -10,7 +16,11 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_fence::{on_timeout, Fencing, Flag};
-use common::{hold_forever, no_leaks, panic_message, quiet_expected_panics, run, Live};
+use common::hold::hold_forever;
+use common::leaks::no_leaks;
+use common::live::Live;
+use common::panics::{panic_message, quiet_expected_panics};
+use common::run::run;
 use futures_lite::future::pending;
 
 /// Runs `f` under `run`, which must fail; returns its panic message. The caller wraps this in

@@ -12,14 +12,24 @@
 //! in for async-executor in loom builds.
 #![cfg(loom)]
 
-use std::future::Future;
-use std::pin::{pin, Pin};
+/// Helpers shared with the other test files, those free of any runtime. The drop counters
+/// are plain atomics: bookkeeping of the test, not part of the model.
+mod common {
+    pub mod live;
+    pub mod poll;
+    pub mod reasons;
+}
+
+use std::pin::pin;
 use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
 use std::sync::{Arc, Mutex as StdMutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Poll, Wake, Waker};
 
 use async_fence::__loom::Executor;
-use async_fence::{Cancelled, Cx, Fencing, Flag, Reason, ReasonKind};
+use async_fence::{Cx, Fencing, Flag, ReasonKind};
+use common::live::Live;
+use common::poll::poll_once;
+use common::reasons::{codes, manual};
 use loom::future::block_on;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
@@ -54,30 +64,11 @@ impl Counter {
     }
 }
 
-/// Polls `fut` once with `waker`.
-fn poll_once<F: Future>(fut: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(waker))
-}
-
 /// A root context on a fresh run-by-hand executor.
 fn root() -> (Arc<Executor<'static>>, Cx) {
     let ex = Arc::new(Executor::new());
     (ex.clone(), Cx::new(ex))
 }
-
-fn manual(code: &'static str) -> Reason {
-    Reason::new(ReasonKind::Manual, code, code)
-}
-
-fn codes(err: &Cancelled) -> Vec<&str> {
-    err.reasons().iter().map(|r| r.code().as_str()).collect()
-}
-
-/// Drop counters shared with the other test files (plain atomics: bookkeeping of the test,
-/// not part of the model).
-#[path = "common/live.rs"]
-mod live;
-use live::Live;
 
 /// Set vs. wait: a waiter that registers while another thread sets the flag is always woken
 /// (loom's `block_on` fails the model with a deadlock otherwise), and sees the message.
@@ -148,8 +139,8 @@ fn two_cancels_racing_the_fence_record_each_at_most_once() {
         let (_ex, cx) = root();
         let scope = Arc::new(Fencing::new().scope());
         let (s1, s2) = (scope.clone(), scope.clone());
-        let t1 = thread::spawn(move || s1.cancel(manual("one")));
-        let t2 = thread::spawn(move || s2.cancel(manual("two")));
+        let t1 = thread::spawn(move || s1.cancel(manual("one", "one")));
+        let t2 = thread::spawn(move || s2.cancel(manual("two", "two")));
         let err = block_on(scope.fence(&cx, |_| std::future::pending::<()>())).unwrap_err();
         let got = codes(&err);
         assert!(
@@ -175,7 +166,7 @@ fn cancel_racing_completion_has_exactly_one_outcome() {
         let (_ex, cx) = root();
         let scope = Arc::new(Fencing::new().scope());
         let canceller = scope.clone();
-        let t = thread::spawn(move || canceller.cancel(manual("stop")));
+        let t = thread::spawn(move || canceller.cancel(manual("stop", "stop")));
         let result = block_on(scope.fence(&cx, |_| async { 7 }));
         let cancelled = scope.is_cancelled();
         match &result {
@@ -212,7 +203,7 @@ fn cancel_racing_the_last_child_has_exactly_one_outcome() {
                 1
             }));
         }));
-        let t = thread::spawn(move || canceller.cancel(manual("stop")));
+        let t = thread::spawn(move || canceller.cancel(manual("stop", "stop")));
         let result = loop {
             if let Poll::Ready(result) = poll_once(fence.as_mut(), &waker) {
                 break result;
@@ -258,7 +249,7 @@ fn cancel_racing_spawn_never_leaks_the_child() {
                 std::future::pending::<()>().await
             })
         });
-        scope.cancel(manual("stop"));
+        scope.cancel(manual("stop", "stop"));
         let result = loop {
             if let Poll::Ready(result) = poll_once(fence.as_mut(), &waker) {
                 break result;
@@ -368,7 +359,7 @@ fn cancel_racing_an_inner_fence_is_owned_by_the_outer_scope() {
         let canceller = outer.clone();
         let gate = Arc::new(AtomicUsize::new(0));
         let (b, g) = (between.clone(), gate.clone());
-        let t = thread::spawn(move || canceller.cancel(manual("stop")));
+        let t = thread::spawn(move || canceller.cancel(manual("stop", "stop")));
         let result = block_on(outer.fence(&cx, move |cx| async move {
             let inner = Fencing::new().scope();
             let r = inner
@@ -436,7 +427,7 @@ fn escaped_scope_hears_its_ancestor_decide() {
             result
         });
         ex.try_tick();
-        outer.cancel(manual("stop"));
+        outer.cancel(manual("stop", "stop"));
         let result = loop {
             if let Poll::Ready(result) = poll_once(fence.as_mut(), &waker) {
                 break result;

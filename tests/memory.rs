@@ -4,16 +4,20 @@
 //! `cargo test --test memory -- --nocapture` prints the figures that `benches/README.md`
 //! reports; the assertions hold the targets of issue 3.
 
+mod common {
+    pub mod poll;
+}
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use async_executor::{Executor, Task};
 use async_fence::{on_timeout, Cx, Fencing, Flag};
+use common::poll::poll_once;
 use futures_lite::future;
 
 struct Counting;
@@ -88,11 +92,6 @@ fn counting_waker() -> (Arc<CountingWaker>, Waker) {
 /// Live clones of the waker (and the handles we hold): its `Arc`'s strong count.
 fn clones(counter: &Arc<CountingWaker>) -> usize {
     Arc::strong_count(counter)
-}
-
-/// Polls once.
-fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(waker))
 }
 
 /// Makes async-io set up its reactor (once per process), so that later counts hold only what

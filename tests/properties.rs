@@ -3,16 +3,20 @@
 //! pair is kept once; reasons keep the order they were recorded in; `Cancelled` displays the
 //! messages joined by `"; "`.
 //!
-//! Each case runs under `common::no_leaks`. Case counts are modest (`PROPTEST_CASES`
-//! overrides them).
+//! Each case runs under `no_leaks` (`tests/common/leaks.rs`). Case counts are modest
+//! (`PROPTEST_CASES` overrides them).
 
-mod common;
+mod common {
+    pub mod leaks;
+    pub mod reasons;
+}
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_fence::{Cancelled, Cx, Fencing, Flag, Reason, ReasonKind};
-use common::no_leaks;
+use common::leaks::no_leaks;
+use common::reasons::{codes, manual};
 use futures_lite::future::block_on;
 use proptest::prelude::*;
 
@@ -83,13 +87,6 @@ fn time() -> impl Strategy<Value = Time> {
         Just(Time::Zero),
         any::<bool>().prop_map(Time::Far),
     ]
-}
-
-fn codes(err: &Cancelled) -> Vec<String> {
-    err.reasons()
-        .iter()
-        .map(|r| r.code().as_str().to_owned())
-        .collect()
 }
 
 proptest! {
@@ -229,7 +226,7 @@ proptest! {
             let scope = fencing.scope();
             let mut expected: Vec<Reason> = Vec::new();
             for &(c, m) in &cancels {
-                let reason = Reason::new(ReasonKind::Manual, CODES[c], format!("m{m}"));
+                let reason = manual(CODES[c], format!("m{m}"));
                 scope.cancel(reason.clone());
                 if !expected.contains(&reason) {
                     expected.push(reason);
@@ -261,7 +258,7 @@ proptest! {
         no_leaks(|| {
             let scope = Fencing::new().scope();
             for (i, message) in messages.iter().enumerate() {
-                let reason = Reason::new(ReasonKind::Manual, format!("c{i}"), message.clone());
+                let reason = manual(format!("c{i}"), message.clone());
                 prop_assert_eq!(reason.to_string(), message.clone());
                 prop_assert_eq!(Cancelled::new(reason.clone()).to_string(), message.clone());
                 scope.cancel(reason);

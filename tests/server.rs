@@ -3,7 +3,11 @@
 //! The last test runs the `server` example as a child process and reads its log.
 #![cfg(feature = "hyper")]
 
-mod process;
+// The one test that runs the example stops it with SIGINT.
+#[cfg(all(unix, feature = "signal"))]
+mod common {
+    pub mod process;
+}
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -303,7 +307,7 @@ fn curl_giving_up_cancels_fenced_work() {
 #[cfg(all(unix, feature = "signal"))]
 #[test]
 fn server_example_logs_why_requests_were_cancelled_and_shuts_down_on_sigint() {
-    use process::Running;
+    use common::process::Running;
     let limit = Duration::from_secs(60);
     let mut server = Running::start("server", &["--port", "0", "--work", "60s"]);
     let listening = server.wait_for("listening on http://", limit);

@@ -2,18 +2,23 @@
 //! registering them), and the `crawl` example as a child process stopped with `kill`.
 #![cfg(all(unix, feature = "signal"))]
 
-mod process;
+mod common {
+    pub mod executor;
+    pub mod process;
+    pub mod within;
+}
 
 use std::io::ErrorKind;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_executor::Executor;
 use async_fence::{on_flag, ReasonKind, Shutdown};
 use async_io::Timer;
 use async_signal::Signal;
+use common::executor::run_on_executor;
+use common::process::Running;
+use common::within::{within, LIMIT};
 use futures_lite::future;
-use process::Running;
 
 /// Sends `signal` to this test process.
 fn raise(signal: &str) {
@@ -25,32 +30,18 @@ fn raise(signal: &str) {
     assert!(status.success());
 }
 
-fn run<T>(f: impl FnOnce(Arc<Executor<'static>>) -> future::Boxed<T>) -> T {
-    let ex = Arc::new(Executor::new());
-    future::block_on(ex.run(f(ex.clone())))
-}
-
-/// Awaits `fut` at most 10 s.
-async fn bounded<T>(fut: impl std::future::Future<Output = T>) -> T {
-    future::or(fut, async {
-        Timer::after(Duration::from_secs(10)).await;
-        panic!("not done within 10s");
-    })
-    .await
-}
-
 // Each in-process test uses a signal of its own, so that tests running in parallel do not
 // see each other's signals.
 
 #[test]
 fn first_signal_cancels_with_kind_signal_and_its_name() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let shutdown = Shutdown::new([Signal::Usr1], &ex).unwrap();
             let fencing = on_flag(shutdown.flag(), "shutdown");
             assert!(fencing.run(async {}).await.is_ok());
             raise("USR1");
-            let err = bounded(fencing.run(future::pending::<()>()))
+            let err = within(LIMIT, fencing.run(future::pending::<()>()))
                 .await
                 .unwrap_err();
             assert_eq!(err.reasons().len(), 1);
@@ -65,11 +56,11 @@ fn first_signal_cancels_with_kind_signal_and_its_name() {
 
 #[test]
 fn later_signals_are_handed_to_the_program_in_order() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let mut shutdown = Shutdown::new([Signal::Usr2, Signal::Winch], &ex).unwrap();
             raise("WINCH");
-            bounded(shutdown.flag().wait()).await;
+            within(LIMIT, shutdown.flag().wait()).await;
             assert_eq!(shutdown.signal(), Some(Signal::Winch));
             assert_eq!(
                 shutdown.flag().message().as_deref(),
@@ -77,10 +68,13 @@ fn later_signals_are_handed_to_the_program_in_order() {
             );
             // The second and third signals are not swallowed.
             raise("USR2");
-            assert_eq!(bounded(shutdown.next_signal()).await.unwrap(), Signal::Usr2);
+            assert_eq!(
+                within(LIMIT, shutdown.next_signal()).await.unwrap(),
+                Signal::Usr2
+            );
             raise("WINCH");
             assert_eq!(
-                bounded(shutdown.next_signal()).await.unwrap(),
+                within(LIMIT, shutdown.next_signal()).await.unwrap(),
                 Signal::Winch
             );
             // The first one is still what the flag says.
@@ -91,7 +85,7 @@ fn later_signals_are_handed_to_the_program_in_order() {
 
 #[test]
 fn next_signal_before_the_first_waits_for_the_one_after_it() {
-    run(|ex| {
+    run_on_executor(|ex| {
         Box::pin(async move {
             let mut shutdown = Shutdown::new([Signal::Urg], &ex).unwrap();
             let mut second = Box::pin(shutdown.next_signal());
@@ -102,7 +96,7 @@ fn next_signal_before_the_first_waits_for_the_one_after_it() {
             assert!(future::poll_once(&mut second).await.is_none());
             // ...the next one is.
             raise("URG");
-            assert_eq!(bounded(second).await.unwrap(), Signal::Urg);
+            assert_eq!(within(LIMIT, second).await.unwrap(), Signal::Urg);
             assert_eq!(
                 shutdown.flag().message().as_deref(),
                 Some("received SIGURG")
@@ -152,7 +146,8 @@ fn finished(lines: &[String]) -> usize {
 }
 
 const START: &str = "crawling ";
-const LIMIT: Duration = Duration::from_secs(60);
+/// The bound for each step of an example run (it builds the example first).
+const EXAMPLE_LIMIT: Duration = Duration::from_secs(60);
 
 #[test]
 fn crawl_sigint_stops_new_pages_lets_pages_in_flight_finish_and_exits_130() {
@@ -171,14 +166,14 @@ fn crawl_sigint_stops_new_pages_lets_pages_in_flight_finish_and_exits_130() {
             "60s",
         ],
     );
-    crawl.wait_for(START, LIMIT);
+    crawl.wait_for(START, EXAMPLE_LIMIT);
     crawl.signal("INT");
-    let stopping = crawl.wait_for("stopping: ", LIMIT);
+    let stopping = crawl.wait_for("stopping: ", EXAMPLE_LIMIT);
     assert!(
         stopping.starts_with("stopping: received SIGINT; waiting for "),
         "{stopping}"
     );
-    let (status, lines) = crawl.finish(LIMIT);
+    let (status, lines) = crawl.finish(EXAMPLE_LIMIT);
     assert_eq!(status.code(), Some(130), "{lines:?}");
     let done = finished(&lines);
     // Nothing was cancelled: the pages in flight finished, the others never started.
@@ -209,11 +204,11 @@ fn crawl_second_sigint_cancels_pages_in_flight() {
             "60s",
         ],
     );
-    crawl.wait_for(START, LIMIT);
+    crawl.wait_for(START, EXAMPLE_LIMIT);
     // Let the first four pages start (they take 10 s or more).
     std::thread::sleep(Duration::from_millis(500));
     crawl.signal("INT");
-    let stopping = crawl.wait_for("stopping: ", LIMIT);
+    let stopping = crawl.wait_for("stopping: ", EXAMPLE_LIMIT);
     assert!(
         stopping.contains("waiting for 4 pages in flight"),
         "{stopping}"
@@ -252,9 +247,9 @@ fn crawl_sigterm_exits_143_naming_sigterm() {
             "60s",
         ],
     );
-    crawl.wait_for(START, LIMIT);
+    crawl.wait_for(START, EXAMPLE_LIMIT);
     crawl.signal("TERM");
-    let (status, lines) = crawl.finish(LIMIT);
+    let (status, lines) = crawl.finish(EXAMPLE_LIMIT);
     assert_eq!(status.code(), Some(143), "{lines:?}");
     assert!(
         lines
@@ -281,7 +276,7 @@ fn crawl_out_of_budget_exits_0_with_every_reason_counted() {
             "300ms",
         ],
     );
-    let (status, lines) = crawl.finish(LIMIT);
+    let (status, lines) = crawl.finish(EXAMPLE_LIMIT);
     assert_eq!(status.code(), Some(0), "{lines:?}");
     let done = finished(&lines);
     assert!(done > 0 && done < 40, "{lines:?}");
@@ -314,7 +309,7 @@ fn crawl_out_of_budget_exits_0_with_every_reason_counted() {
 #[test]
 fn crawl_with_default_arguments_exits_by_itself() {
     let crawl = Running::start("crawl", &[]);
-    let (status, lines) = crawl.finish(LIMIT);
+    let (status, lines) = crawl.finish(EXAMPLE_LIMIT);
     assert_eq!(status.code(), Some(0), "{lines:?}");
     assert!(
         lines[0].starts_with("crawling 60 pages, 8 at a time, budget 3s"),
@@ -332,7 +327,7 @@ fn crawl_rejects_bad_arguments_with_exit_code_2() {
         &["--budget", "soon"],
         &["--frobnicate", "1"],
     ] {
-        let (status, lines) = Running::start("crawl", args).finish(LIMIT);
+        let (status, lines) = Running::start("crawl", args).finish(EXAMPLE_LIMIT);
         assert_eq!(status.code(), Some(2), "{args:?}");
         assert!(lines.is_empty(), "{lines:?}");
     }

@@ -32,7 +32,14 @@
 //! The run goes through `common::run`, so it also fails if a task, timer, listener, scope
 //! frame or child future outlives it.
 
-mod common;
+mod common {
+    pub mod hold;
+    pub mod leaks;
+    pub mod live;
+    pub mod panics;
+    pub mod reasons;
+    pub mod run;
+}
 
 use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
@@ -41,7 +48,11 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use async_fence::{Cancelled, Cx, Fencing, Flag, Reason, ReasonKind, Scope};
-use common::{hold_forever, panic_message, quiet_expected_panics, run, Live, EXPECTED};
+use common::hold::hold_forever;
+use common::live::Live;
+use common::panics::{panic_message, quiet_expected_panics, EXPECTED};
+use common::reasons::{codes, manual};
+use common::run::run;
 use futures_lite::future::{pending, yield_now};
 use futures_lite::FutureExt;
 
@@ -223,17 +234,13 @@ struct Finished {
     cancelled: bool,
 }
 
-fn codes(reasons: &[Reason]) -> Vec<&str> {
-    reasons.iter().map(|r| r.code().as_str()).collect()
-}
-
 /// Invariant 2 for one `Err`: not empty, no duplicate, every code allowed.
 fn check_reasons(tally: &Tally, err: &Cancelled, allowed: &[&str], plan: &dyn std::fmt::Debug) {
     let reasons = err.reasons();
     tally.check(!reasons.is_empty(), || format!("empty Err for {plan:?}"));
     let unique: HashSet<_> = reasons.iter().collect();
     tally.check(unique.len() == reasons.len(), || {
-        format!("duplicate reason {:?} for {plan:?}", codes(reasons))
+        format!("duplicate reason {:?} for {plan:?}", codes(err))
     });
     for reason in reasons {
         let code = reason.code().as_str();
@@ -383,11 +390,7 @@ async fn one_scope(
             yield_now().await;
         }
         if p.cancel_in_body {
-            s.cancel(Reason::new(
-                ReasonKind::Manual,
-                "in-body",
-                "cancelled by the body",
-            ));
+            s.cancel(manual("in-body", "cancelled by the body"));
         }
         let mut total = 0;
         for child in awaited {
@@ -497,7 +500,7 @@ async fn one_scope(
     for flag in &flags {
         flag.set_because("too late");
     }
-    scope.cancel(Reason::new(ReasonKind::Manual, "late", "too late"));
+    scope.cancel(manual("late", "too late"));
     tally.check(
         scope.reasons() == reasons && scope.is_cancelled() == cancelled,
         || {
@@ -605,11 +608,9 @@ fn scopes_keep_their_invariants_under_two_threads() {
             }
             match job {
                 Job::Set(flag) => flag.set_because("set from another thread"),
-                Job::Cancel(scope) => scope.cancel(Reason::new(
-                    ReasonKind::Manual,
-                    "remote-cancel",
-                    "cancelled from another thread",
-                )),
+                Job::Cancel(scope) => {
+                    scope.cancel(manual("remote-cancel", "cancelled from another thread"))
+                }
             }
             fired += 1;
         }

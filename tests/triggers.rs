@@ -1,16 +1,22 @@
-//! Rules 1, 2 and 10: timeouts, deadlines, flags, custom triggers, and bad input.
+//! What each trigger fires with, and when: time triggers (rule 1), flags (rule 2), custom
+//! `when` triggers, and building a `Fencing`, bad input included (rule 10).
 
-mod common;
+mod common {
+    pub mod leaks;
+    pub mod reasons;
+    pub mod run;
+}
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use async_fence::{on_deadline, on_flag, on_timeout, Cancelled, Fencing, Flag, ReasonKind};
+use async_fence::{on_deadline, on_flag, on_timeout, Fencing, Flag, ReasonKind, Scope};
 use async_io::Timer;
+use common::reasons::{codes, manual};
+use common::run::run;
 use futures_lite::future;
 
-fn codes(err: &Cancelled) -> Vec<String> {
-    err.reasons().iter().map(|r| r.code().to_string()).collect()
-}
+// Time triggers (rule 1).
 
 #[test]
 fn timeout_during_body_reports_kind_code_and_original_duration() {
@@ -28,18 +34,13 @@ fn timeout_during_body_reports_kind_code_and_original_duration() {
 }
 
 #[test]
-fn zero_timeout_fires_at_entry_and_body_is_never_polled() {
-    future::block_on(async {
-        let mut polled = false;
-        let result = on_timeout(Duration::ZERO, "now")
-            .run(future::poll_fn(|_| {
-                polled = true;
-                std::task::Poll::Ready(1)
-            }))
-            .await;
-        assert_eq!(result.unwrap_err().to_string(), "timed out after 0ns");
-        assert!(!polled);
-    });
+fn zero_timeout_fires_at_entry_without_polling_the_body() {
+    let polled = Cell::new(false);
+    let result = future::block_on(on_timeout(Duration::ZERO, "t").run(async { polled.set(true) }));
+    let err = result.unwrap_err();
+    assert!(!polled.get());
+    assert_eq!(err.reasons()[0].kind(), ReasonKind::Timeout);
+    assert_eq!(err.to_string(), "timed out after 0ns");
 }
 
 #[test]
@@ -73,6 +74,18 @@ fn duration_max_never_fires_and_does_not_overflow() {
         assert_eq!(cx.fencing().earliest_deadline(), None);
         assert_eq!(cx.fencing().run(async { 3 }).await, Ok(3));
     });
+}
+
+#[test]
+fn body_that_yields_finishes_before_a_far_timeout() {
+    let fencing = on_timeout(Duration::from_secs(60), "far");
+    let out = future::block_on(fencing.run(async {
+        for _ in 0..3 {
+            future::yield_now().await;
+        }
+        "done"
+    }));
+    assert_eq!(out, Ok("done"));
 }
 
 #[test]
@@ -135,6 +148,8 @@ fn unbound_timeout_is_anchored_at_each_entry_not_at_build() {
     });
 }
 
+// Flags (rule 2).
+
 #[test]
 fn flag_set_during_body_cancels_at_next_poll_with_flag_message() {
     future::block_on(async {
@@ -157,24 +172,6 @@ fn flag_set_during_body_cancels_at_next_poll_with_flag_message() {
 }
 
 #[test]
-fn flag_set_from_another_thread_wakes_the_waiting_fence() {
-    future::block_on(async {
-        let flag = Flag::new();
-        let setter = flag.clone();
-        let thread = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(10));
-            setter.set();
-        });
-        let err = on_flag(&flag, "stop")
-            .run(future::pending::<()>())
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "flag set");
-        thread.join().unwrap();
-    });
-}
-
-#[test]
 fn same_flag_same_code_is_kept_once_two_codes_report_both() {
     future::block_on(async {
         let flag = Flag::new();
@@ -185,48 +182,6 @@ fn same_flag_same_code_is_kept_once_two_codes_report_both() {
 
         let twice = Fencing::new().flag(&flag, "a").flag(&flag, "b");
         assert_eq!(codes(&twice.run(async {}).await.unwrap_err()), ["a", "b"]);
-    });
-}
-
-#[test]
-fn several_triggers_firing_together_are_all_reported_in_the_order_added() {
-    future::block_on(async {
-        let (a, b, c) = (Flag::new(), Flag::new(), Flag::new());
-        let fencing = Fencing::new()
-            .flag(&c, "c")
-            .flag(&a, "a")
-            .flag(&b, "b")
-            .timeout(Duration::from_secs(60), "idle");
-        let (a2, b2, c2) = (a.clone(), b.clone(), c.clone());
-        let err = fencing
-            .run(async move {
-                // Set in another order than they were added.
-                a2.set();
-                b2.set();
-                c2.set();
-                future::yield_now().await;
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(codes(&err), ["c", "a", "b"]);
-        assert_eq!(err.to_string(), "flag set; flag set; flag set");
-    });
-}
-
-#[test]
-fn triggers_already_due_at_entry_come_in_the_order_added() {
-    future::block_on(async {
-        let (a, b) = (Flag::new(), Flag::new());
-        a.set();
-        b.set_because("b is set");
-        let fencing = Fencing::new()
-            .flag(&b, "b")
-            .timeout(Duration::ZERO, "zero")
-            .flag(&a, "a")
-            .flag(&Flag::new(), "unset");
-        let err = fencing.run(async {}).await.unwrap_err();
-        assert_eq!(codes(&err), ["b", "zero", "a"]);
-        assert_eq!(err.to_string(), "b is set; timed out after 0ns; flag set");
     });
 }
 
@@ -269,6 +224,8 @@ fn flag_wait_resolves_once_set_and_at_once_when_already_set() {
     });
 }
 
+// Custom triggers.
+
 #[test]
 fn custom_trigger_is_made_once_per_entry_and_reports_its_message() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -293,21 +250,7 @@ fn custom_trigger_is_made_once_per_entry_and_reports_its_message() {
     });
 }
 
-#[test]
-fn custom_trigger_ready_on_first_poll_counts_as_due_at_entry() {
-    future::block_on(async {
-        let mut polled = false;
-        let fencing = Fencing::new().when("ready", || async { String::from("at once") });
-        let result = fencing
-            .run(future::poll_fn(|_| {
-                polled = true;
-                std::task::Poll::Ready(())
-            }))
-            .await;
-        assert_eq!(result.unwrap_err().to_string(), "at once");
-        assert!(!polled);
-    });
-}
+// Empty input and building.
 
 #[test]
 fn empty_fencing_and_empty_codes_are_valid() {
@@ -324,6 +267,18 @@ fn empty_fencing_and_empty_codes_are_valid() {
         assert_eq!(err.reasons()[0].code(), &"");
         assert!(err.cancelled_by(""));
         assert!(!err.cancelled_by("x"));
+    });
+}
+
+#[test]
+fn empty_fencing_scope_runs_and_can_still_be_cancelled() {
+    run(|cx| async move {
+        let scope = Scope::new(Fencing::new());
+        assert_eq!(scope.fence(&cx, |_| async { "x" }).await, Ok("x"));
+        let scope = Scope::new(Fencing::new());
+        scope.cancel(manual("", ""));
+        let err = scope.fence(&cx, |_| async {}).await.unwrap_err();
+        assert!(err.cancelled_by(""));
     });
 }
 
@@ -345,19 +300,4 @@ fn building_never_changes_the_base() {
     );
     assert_eq!(base.len(), 1);
     assert_eq!(derived.len(), 4);
-}
-
-#[test]
-fn a_ready_body_wins_even_when_the_deadline_has_passed_after_entry() {
-    future::block_on(async {
-        // The trigger is seen on the same poll the body completes on: Ok.
-        let fencing = on_timeout(Duration::from_millis(5), "late");
-        let out = fencing
-            .run(future::poll_fn(|_| {
-                std::thread::sleep(Duration::from_millis(15));
-                std::task::Poll::Ready("finished")
-            }))
-            .await;
-        assert_eq!(out, Ok("finished"));
-    });
 }

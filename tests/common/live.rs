@@ -1,5 +1,4 @@
-//! Drop counters, free of any runtime: shared by every test file, `tests/loom.rs` included
-//! (which cannot use the rest of `common` in loom builds).
+//! Drop counters, free of any runtime (so `tests/loom.rs` can use them too).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -8,6 +7,7 @@ use std::sync::Arc;
 #[derive(Clone, Default)]
 pub struct Live(Arc<AtomicUsize>);
 
+/// One live value of a [`Live`] count, until dropped.
 pub struct Guard(Arc<AtomicUsize>);
 
 impl Live {

@@ -1,6 +1,5 @@
 //! Runs the example binaries as real child processes: build, spawn, read lines, signal,
 //! wait for the exit, all bounded in time.
-#![allow(dead_code)] // each test file uses a different subset
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
