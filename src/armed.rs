@@ -27,7 +27,7 @@ use futures_lite::future::Future;
 
 use crate::flag::Listening;
 use crate::instrument::{Kind, Token};
-use crate::reason::Reason;
+use crate::reason::Found;
 use crate::sync::Timer;
 use crate::trigger::{earliest, MessageFuture, Trigger};
 
@@ -176,7 +176,7 @@ impl Armed {
         &mut self,
         triggers: &[Trigger],
         look: Look<'_, '_>,
-    ) -> Result<Vec<(usize, Reason)>, Panic> {
+    ) -> Result<Found, Panic> {
         let (now, register, cx) = match look {
             Look::Entry(now, cx) => (now, false, cx),
             Look::Register(cx) => (None, true, cx),

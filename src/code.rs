@@ -12,7 +12,7 @@ use std::sync::Arc;
 ///
 /// An empty code is valid: it is kept as it is, and [`Cancelled::cancelled_by("")`] matches it.
 ///
-/// [`Cancelled::cancelled_by("")`]: Cancelled::cancelled_by
+/// [`Cancelled::cancelled_by("")`]: crate::Cancelled::cancelled_by
 ///
 /// # Examples
 ///

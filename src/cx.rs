@@ -214,7 +214,12 @@ impl Cx {
         T: Send + 'static,
     {
         let at = Location::caller();
-        child::spawn(&self.env.spawner, self.frame.as_ref(), Infallible::new(fut), at)
+        child::spawn(
+            &self.env.spawner,
+            self.frame.as_ref(),
+            Infallible::new(fut),
+            at,
+        )
     }
 
     /// Spawns a child whose `Err(e)` cancels its scope at once (grace period or not), with a

@@ -115,9 +115,13 @@ pub struct WatchedStream {
 
 /// The watcher task, cancelled when dropped.
 enum Watcher {
-    Task { _task: Task<()> },
+    Task {
+        _task: Task<()>,
+    },
     #[cfg(feature = "hyper")]
-    Child { _child: crate::child::Child<()> },
+    Child {
+        _child: crate::child::Child<()>,
+    },
 }
 
 struct Shared {

@@ -17,7 +17,7 @@ use crate::trigger::{Due, MakeTrigger, MessageFuture, TimeTrigger, Trigger, When
 ///
 /// Each builder method returns a new `Fencing` and leaves `self` unchanged, so one config can
 /// be kept in a static, shared, and extended per operation. Nothing is armed until a
-/// [`Scope`] is entered or [`run`](Fencing::run) starts; a `Fencing` is reusable forever.
+/// [`Scope`](crate::Scope) is entered or [`run`](Fencing::run) starts; a `Fencing` is reusable forever.
 ///
 /// Rules (see the crate docs for the whole contract):
 ///
@@ -60,7 +60,7 @@ impl Fencing {
     /// Creates an empty fencing: no triggers, nothing ever fires.
     ///
     /// A scope with an empty fencing still owns its children and can be cancelled with
-    /// [`Scope::cancel`].
+    /// [`Scope::cancel`](crate::Scope::cancel).
     ///
     /// # Examples
     ///
@@ -167,7 +167,7 @@ impl Fencing {
     /// is dropped when the scope ends.
     ///
     /// If the future panics, the scope is torn down like for any other panic inside it and
-    /// the panic resumes from [`Scope::fence`] (or from [`run`](Fencing::run), at once): the
+    /// the panic resumes from [`Scope::fence`](crate::Scope::fence) (or from [`run`](Fencing::run), at once): the
     /// scope's reason is kind [`ReasonKind::Failed`], code `"panic"`, message
     /// `"trigger panicked: …"`; a panic at entry means the body is never polled. The future is
     /// not polled again after it panicked.
@@ -354,7 +354,7 @@ impl Fencing {
         for trigger in self.triggers() {
             match trigger {
                 Trigger::Time(TimeTrigger {
-                    due: Due::After(_), ..
+                    due: Due::After, ..
                 }) => return None,
                 Trigger::Time(TimeTrigger {
                     due: Due::At(at), ..
@@ -408,7 +408,10 @@ impl Fencing {
         if !self.has_relative() {
             return self.clone();
         }
-        let triggers = self.triggers().iter().map(|t| Item::Trigger(t.anchored(now)));
+        let triggers = self
+            .triggers()
+            .iter()
+            .map(|t| Item::Trigger(t.anchored(now)));
         let guards = self.guards().iter().cloned().map(Item::Guard);
         triggers
             .chain(guards)
@@ -422,7 +425,7 @@ fn timeout_trigger(after: Duration, code: Code) -> Trigger {
     Trigger::Time(TimeTrigger {
         code,
         timeout: Some(after),
-        due: Due::After(after),
+        due: Due::After,
         location: Location::caller(),
     })
 }

@@ -212,7 +212,10 @@ impl Flag {
         if !self.is_set() {
             return None;
         }
-        self.inner.reason.get().map(|r| r.message.as_str().to_owned())
+        self.inner
+            .reason
+            .get()
+            .map(|r| r.message.as_str().to_owned())
     }
 
     /// Waits until the flag is set.

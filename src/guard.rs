@@ -5,7 +5,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use crate::reason::Reason;
+use crate::reason::{Found, Reason};
 
 /// A guard: `false` declines the reason.
 pub(crate) type Guard = Arc<dyn Fn(&Reason) -> bool + Send + Sync>;
@@ -20,10 +20,7 @@ pub(crate) fn accepts(guards: &[Guard], reason: &Reason) -> bool {
 
 /// Splits the triggers found fired into those every guard accepts and those declined, each
 /// in order.
-pub(crate) fn partition(
-    guards: &[Guard],
-    fired: Vec<(usize, Reason)>,
-) -> (Vec<(usize, Reason)>, Vec<(usize, Reason)>) {
+pub(crate) fn partition(guards: &[Guard], fired: Found) -> (Found, Found) {
     if guards.is_empty() {
         return (fired, Vec::new());
     }

@@ -137,31 +137,31 @@
 )]
 
 // In the order they depend on each other: each module uses only those above it.
-mod sync;
-mod instrument;
-mod code;
-mod reason;
-mod cancelled;
-mod flag;
-mod trigger;
-mod guard;
-mod chain;
-mod fencing;
-mod watch_set;
 mod armed;
-mod run;
-mod trace;
-mod scope;
+mod cancelled;
+mod chain;
 mod child;
-mod stopping;
-mod snapshot;
+mod code;
 mod cx;
 #[cfg(not(loom))]
 mod disconnect;
+mod fencing;
+mod flag;
+mod guard;
+mod instrument;
+mod reason;
+mod run;
+mod scope;
 #[cfg(feature = "hyper")]
 mod service;
 #[cfg(feature = "signal")]
 mod signal;
+mod snapshot;
+mod stopping;
+mod sync;
+mod trace;
+mod trigger;
+mod watch_set;
 pub mod wire;
 
 pub use cancelled::Cancelled;
@@ -175,12 +175,12 @@ pub use flag::{Flag, Wait};
 pub use reason::{Reason, ReasonKind};
 pub use run::Run;
 pub use scope::{Fence, Scope};
-pub use snapshot::{ScopeState, Snapshot};
-pub use stopping::Stopping;
 #[cfg(feature = "hyper")]
 pub use service::{serve_connection, FencedService, Respond, DISCONNECT};
 #[cfg(feature = "signal")]
 pub use signal::{shutdown_on, signal_name, NextSignal, Shutdown};
+pub use snapshot::{ScopeState, Snapshot};
+pub use stopping::Stopping;
 
 /// Live counts of timers, flag listeners, entered scopes and child futures, for the crate's
 /// own leak tests (`tests/common`). Not part of the API; exists only with the hidden

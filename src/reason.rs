@@ -102,8 +102,7 @@ impl Reason {
     /// ```
     #[track_caller]
     pub fn new(kind: ReasonKind, code: impl Into<Code>, message: impl Into<String>) -> Reason {
-        Reason::with_message(kind, code.into(), Code::from(message.into()))
-            .at(Location::caller())
+        Reason::with_message(kind, code.into(), Code::from(message.into())).at(Location::caller())
     }
 
     /// Creates a [`ReasonKind::Failed`] reason carrying `error`, located at the caller; its
@@ -337,7 +336,10 @@ impl fmt::Debug for Reason {
             s.field("scope", scope);
         }
         if let Some(at) = self.location {
-            s.field("location", &format_args!("{}:{}:{}", at.file(), at.line(), at.column()));
+            s.field(
+                "location",
+                &format_args!("{}:{}:{}", at.file(), at.line(), at.column()),
+            );
         }
         if self.error.is_some() {
             s.field("carries_error", &true);
@@ -345,6 +347,9 @@ impl fmt::Debug for Reason {
         s.finish()
     }
 }
+
+/// Triggers found fired: each with its index in its fencing, in the order they were added.
+pub(crate) type Found = Vec<(usize, Reason)>;
 
 /// Appends `reason` unless an equal one is already there.
 pub(crate) fn push_unique(reasons: &mut Vec<Reason>, reason: Reason) {
@@ -372,7 +377,12 @@ pub(crate) mod internal {
 
     /// A child was spawned at `at` on a scope that had already finished.
     pub(crate) fn scope_finished(at: At) -> Reason {
-        Reason::fixed(ReasonKind::Manual, "scope-finished", "scope already finished").at(at)
+        Reason::fixed(
+            ReasonKind::Manual,
+            "scope-finished",
+            "scope already finished",
+        )
+        .at(at)
     }
 
     /// The executor dropped a child's future before it finished.

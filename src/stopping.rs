@@ -81,7 +81,10 @@ impl fmt::Debug for Stopping {
         f.debug_struct("Stopping")
             .field(
                 "is_stopping",
-                &self.frame.as_ref().is_some_and(|f| f.state().is_stopping_inside()),
+                &self
+                    .frame
+                    .as_ref()
+                    .is_some_and(|f| f.state().is_stopping_inside()),
             )
             .finish_non_exhaustive()
     }

@@ -14,13 +14,13 @@
 
 #[cfg(loom)]
 pub(crate) use loom::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize},
+    atomic::{AtomicBool, AtomicU32, AtomicU8},
     Mutex, MutexGuard,
 };
 pub(crate) use std::sync::atomic::Ordering;
 #[cfg(not(loom))]
 pub(crate) use std::sync::{
-    atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize},
+    atomic::{AtomicBool, AtomicU32, AtomicU8},
     Mutex, MutexGuard,
 };
 

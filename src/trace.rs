@@ -18,8 +18,10 @@ pub(crate) enum Event {
 /// A new span named `scope` for a scope entered now, inside whatever span is current (the
 /// enclosing scope's, when entered from its body or one of its children).
 #[cfg(feature = "tracing")]
-pub(crate) fn span(name: Option<&str>) -> tracing::Span {
-    tracing::span!(target: TARGET, tracing::Level::INFO, "scope", name = name.unwrap_or("_"))
+pub(crate) fn span(name: Option<&str>) -> Option<Box<tracing::Span>> {
+    let span =
+        tracing::span!(target: TARGET, tracing::Level::INFO, "scope", name = name.unwrap_or("_"));
+    (!span.is_disabled()).then(|| Box::new(span))
 }
 
 /// Emits the event of `what` for the scope at `path`, listing `reasons`.

@@ -55,34 +55,28 @@ pub(crate) struct WhenTrigger {
     pub(crate) location: &'static Location<'static>,
 }
 
-/// When a time trigger fires.
+/// When a time trigger fires. (One variant carries data, so this is the size of an
+/// `Instant`: a fencing of one trigger stays small.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Due {
-    /// Not anchored yet: this long after the anchor.
-    After(Duration),
+    /// Not anchored yet: `timeout` after the anchor.
+    After,
     /// At this instant.
     At(Instant),
     /// Never: the deadline is past what `Instant` can hold.
     Never,
 }
 
-impl Due {
+impl TimeTrigger {
     /// The instant this fires at once anchored at `now`; `None` for never.
-    pub(crate) fn at(self, now: Instant) -> Option<Instant> {
-        match self {
-            Due::After(after) => now.checked_add(after),
+    pub(crate) fn at(&self, now: Instant) -> Option<Instant> {
+        match self.due {
+            Due::After => self.timeout.and_then(|after| now.checked_add(after)),
             Due::At(at) => Some(at),
             Due::Never => None,
         }
     }
 
-    /// This, anchored at `now`.
-    pub(crate) fn anchored(self, now: Instant) -> Due {
-        self.at(now).map_or(Due::Never, Due::At)
-    }
-}
-
-impl TimeTrigger {
     /// The reason this time trigger reports when it fires.
     pub(crate) fn reason(&self) -> Reason {
         let reason = match self.timeout {
@@ -127,19 +121,23 @@ impl Trigger {
     /// This trigger with its relative timeout anchored at `now` (others unchanged).
     pub(crate) fn anchored(&self, now: Instant) -> Trigger {
         match self {
-            Trigger::Time(time) if matches!(time.due, Due::After(_)) => {
-                Trigger::Time(TimeTrigger {
-                    due: time.due.anchored(now),
-                    ..time.clone()
-                })
-            }
+            Trigger::Time(time) if time.due == Due::After => Trigger::Time(TimeTrigger {
+                due: time.at(now).map_or(Due::Never, Due::At),
+                ..time.clone()
+            }),
             other => other.clone(),
         }
     }
 
     /// `true` for a relative timeout not anchored yet.
     pub(crate) fn is_relative(&self) -> bool {
-        matches!(self, Trigger::Time(TimeTrigger { due: Due::After(_), .. }))
+        matches!(
+            self,
+            Trigger::Time(TimeTrigger {
+                due: Due::After,
+                ..
+            })
+        )
     }
 }
 
@@ -152,7 +150,7 @@ pub(crate) fn earliest(triggers: &[Trigger], now: Instant) -> Option<(usize, Ins
         let Trigger::Time(time) = trigger else {
             continue;
         };
-        if let Some(at) = time.due.at(now) {
+        if let Some(at) = time.at(now) {
             // `<=`: ties go to the one added last.
             if best.map_or(true, |(_, b)| at <= b) {
                 best = Some((index, at));

@@ -84,6 +84,7 @@ fn start(ex: &Arc<Executor<'static>>) -> Server {
             let handler = move |cx: Cx, req| handle(cx, req, calls.clone(), reports.clone());
             let conn = serve_connection(&cx, socket, handler);
             cx.executor()
+                .expect("Cx::new has an executor")
                 .spawn(async move {
                     let _ = conn.await;
                 })

@@ -104,6 +104,7 @@ fn start(ex: &Arc<Executor<'static>>) -> Server {
             let conn = serve_connection(&cx, socket, handler);
             let events = event_tx.clone();
             cx.executor()
+                .expect("Cx::new has an executor")
                 .spawn(async move {
                     let result = conn.await;
                     events

@@ -28,10 +28,10 @@ use pin_project_lite::pin_project;
 use crate::armed::Panic;
 use crate::cancelled::Cancelled;
 use crate::code::Code;
+use crate::instrument::{Kind, Token};
 use crate::reason::{internal, Reason};
 use crate::scope::{ChildKey, Frame};
 use crate::sync::{AtomicBool, Ordering, WakerSlot};
-use crate::instrument::{Kind, Token};
 
 /// How a child ended, as its task reports it.
 pub(crate) enum Outcome<T> {
@@ -205,7 +205,10 @@ where
             return Poll::Pending;
         };
         #[cfg(feature = "tracing")]
-        let _span = this.link.frame().and_then(|f| f.entry()).map(|e| e.span.enter());
+        let _span = (this.link.frame())
+            .and_then(|f| f.entry())
+            .and_then(|e| e.span.as_ref())
+            .map(|s| s.enter());
         match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Ready(Ok(out))) => Poll::Ready(Outcome::Done(out)),
             Ok(Poll::Ready(Err(reason))) => {

@@ -7,7 +7,9 @@ mod spawner;
 
 use std::fmt;
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe, Location};
+#[cfg(not(loom))]
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{resume_unwind, Location};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,6 +17,7 @@ use std::task::{Context, Poll};
 use async_task::Task;
 
 use crate::cancelled::Cancelled;
+#[cfg(not(loom))]
 use crate::cx::Cx;
 use crate::reason::Reason;
 use crate::scope::{ChildKey, Frame};

@@ -33,9 +33,10 @@ pub(crate) struct Entry<F> {
     pub(crate) entered_at: Instant,
     /// The `fence` call that entered it.
     pub(crate) location: &'static Location<'static>,
-    /// The `tracing` span the scope's body and children run in.
+    /// The `tracing` span the scope's body and children run in, when a subscriber wants it
+    /// (boxed: a scope nobody traces stays small).
     #[cfg(feature = "tracing")]
-    pub(crate) span: tracing::Span,
+    pub(crate) span: Option<Box<tracing::Span>>,
 }
 
 /// A watched flag or custom trigger: its owner, and the trigger itself (which keeps its
@@ -50,7 +51,9 @@ pub(crate) struct Watched<F> {
 pub(crate) enum What {
     Flag(Flag),
     /// A custom trigger: held only to keep its identity (invariant 2 of the watch set).
-    When { _keep: MakeTrigger },
+    When {
+        _keep: MakeTrigger,
+    },
 }
 
 /// The earliest deadline that applies, and the scope whose timer fires at it.

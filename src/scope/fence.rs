@@ -37,7 +37,7 @@ use crate::code::Code;
 use crate::cx::Cx;
 use crate::fencing::Fencing;
 use crate::instrument::{Kind, Token};
-use crate::reason::{internal, Reason};
+use crate::reason::{internal, Found};
 use crate::sync::Timer;
 use crate::trigger::Trigger;
 use crate::watch_set::WatchSet;
@@ -334,7 +334,12 @@ where
         if self.frame.state().is_owned_above() {
             return Next::To(Step::Owned);
         }
-        self.register(cx);
+        // A nested scope may wait for a scope above (registered first: no lost wake-up); a
+        // scope with a ready body registers nothing.
+        let nested = self.frame.parent().is_some();
+        if nested {
+            self.register(cx);
+        }
         let now = self.entry_now.take();
         let look = match now {
             Some(now) => Look::Entry(Some(now), cx),
@@ -375,7 +380,11 @@ where
         }
         let polled = {
             #[cfg(feature = "tracing")]
-            let _span = self.frame.entry().map(|e| e.span.enter());
+            let _span = self
+                .frame
+                .entry()
+                .and_then(|e| e.span.as_ref())
+                .map(|s| s.enter());
             self.body.as_mut().poll_body(cx)
         };
         match polled {
@@ -431,10 +440,7 @@ where
     #[inline(never)]
     fn teardown(&mut self, cx: &mut Context<'_>) -> Next<T> {
         if !self.frame.state().is_frozen() {
-            let fired = match self.look(Look::Peek(cx)) {
-                Ok(fired) => fired,
-                Err(_) => Vec::new(),
-            };
+            let fired = self.look(Look::Peek(cx)).unwrap_or_default();
             self.frame.freeze(fired);
         }
         if let Err(panic) = self.body.as_mut().drop_body() {
@@ -444,6 +450,14 @@ where
             // Invariant 5 of the frame: register, look again.
             self.register(cx);
             if self.frame.live() != 0 {
+                return Next::Pending;
+            }
+        }
+        if !self.frame.state().is_cancelled() {
+            // Another thread's decision is still reaching the scopes inside (frame invariant
+            // 2); it wakes this fence once it shows as `CANCELLED` (registered first).
+            self.register(cx);
+            if !self.frame.state().is_cancelled() {
                 return Next::Pending;
             }
         }
@@ -527,7 +541,7 @@ where
     }
 
     /// The triggers found fired; a custom trigger that panicked fails the scope.
-    fn look(&mut self, look: Look<'_, '_>) -> Result<Vec<(usize, Reason)>, Next<T>> {
+    fn look(&mut self, look: Look<'_, '_>) -> Result<Found, Next<T>> {
         let Some(armed) = self.armed.as_mut() else {
             return Ok(Vec::new());
         };

@@ -41,8 +41,8 @@ use crate::cancelled::Cancelled;
 use crate::code::Code;
 use crate::flag::Flag;
 use crate::guard;
-use crate::reason::{internal, Reason};
-use crate::sync::{lock, AtomicUsize, Mutex, MutexGuard, Ordering, WakerSlot};
+use crate::reason::{internal, Found, Reason};
+use crate::sync::{lock, AtomicU32, Mutex, MutexGuard, Ordering, WakerSlot};
 use crate::trace::{self, Event};
 use crate::trigger::{earliest, Trigger};
 
@@ -54,8 +54,8 @@ use super::state::{Admit, Bits, Decide, FinishOk, Mark, State, Stop};
 /// The shared state of one scope.
 pub(crate) struct Frame {
     state: State,
-    /// Invariant 5.
-    live: AtomicUsize,
+    /// Invariant 5. (Children are counted in `u32`: their slab keys are.)
+    live: AtomicU32,
     /// The fence's waker.
     waker: WakerSlot,
     /// Reasons and members, made on first use so that an idle scope stays small.
@@ -99,7 +99,7 @@ impl Frame {
     pub(crate) fn new() -> Frame {
         Frame {
             state: State::new(),
-            live: AtomicUsize::new(0),
+            live: AtomicU32::new(0),
             waker: WakerSlot::new(),
             locked: Mutex::new(None),
             entry: OnceLock::new(),
@@ -122,7 +122,7 @@ impl Frame {
         self.entry().and_then(|e| e.parent.as_ref())
     }
 
-    pub(crate) fn live(&self) -> usize {
+    pub(crate) fn live(&self) -> u32 {
         self.live.load(Ordering::Acquire)
     }
 
@@ -235,8 +235,8 @@ impl Frame {
     /// indices in its fencing: the guards are asked, then the scope stops (with a grace
     /// period, the first time) or decides. `at_entry`: a trigger due at entry cancels even
     /// with a grace period (rule 3: nothing is in flight yet).
-    pub(crate) fn fire(&self, fired: Vec<(usize, Reason)>, at_entry: bool) -> Fired {
-        let fresh: Vec<(usize, Reason)> = {
+    pub(crate) fn fire(&self, fired: Found, at_entry: bool) -> Fired {
+        let fresh: Found = {
             let guard = self.lock();
             let settled = |i: &usize| guard.as_ref().is_some_and(|l| l.record.is_settled(*i));
             fired.into_iter().filter(|(i, _)| !settled(i)).collect()
@@ -262,12 +262,28 @@ impl Frame {
             }
         }
         self.settle(&indices);
-        let _ = self.decide(reasons);
+        self.decide_or_add(reasons);
         Fired::Cancelled
     }
 
+    /// Decides with `reasons`, or, if another decision came first, adds them after its
+    /// reasons unless they are final: triggers seen fired with a cancel are listed after it.
+    fn decide_or_add(&self, reasons: Vec<Reason>) {
+        if self.decide(reasons.clone()) {
+            return;
+        }
+        let path = self.path();
+        let mut guard = self.lock();
+        let bits = self.state();
+        if !bits.is_frozen() && !bits.is_finished() {
+            locked(&mut guard)
+                .record
+                .add(reasons.into_iter().map(|r| recorded(r, &path)));
+        }
+    }
+
     /// Keeps what the guards declined (C: `Scope::declined`).
-    fn decline(&self, declined: Vec<(usize, Reason)>) {
+    fn decline(&self, declined: Found) {
         let path = self.path();
         let mut guard = self.lock();
         let record = &mut locked(&mut guard).record;
@@ -288,7 +304,7 @@ impl Frame {
     /// The fence starts its teardown: the triggers seen fired now are added (after the
     /// reasons that decided), every reason gets this scope's path, and the reasons are final
     /// (invariant 6).
-    pub(crate) fn freeze(&self, fired: Vec<(usize, Reason)>) {
+    pub(crate) fn freeze(&self, fired: Found) {
         let guards = self.entry().map_or(&[][..], |e| e.fencing.guards());
         let (accepted, declined) = guard::partition(guards, fired);
         if !declined.is_empty() {
@@ -340,13 +356,7 @@ impl Frame {
             }
             locked(&mut guard).record.panic.get_or_insert(payload);
         }
-        if !self.decide(vec![reason.clone()]) {
-            let path = self.path();
-            let mut guard = self.lock();
-            if !self.state().is_frozen() {
-                locked(&mut guard).record.add([recorded(reason, &path)]);
-            }
-        }
+        self.decide_or_add(vec![reason]);
         Ok(())
     }
 
@@ -424,7 +434,10 @@ impl Frame {
             if self.state.finish_ok() == FinishOk::Decided {
                 return Some(FinishOk::Decided);
             }
-            guard.as_ref().map(|l| l.members.nested()).unwrap_or_default()
+            guard
+                .as_ref()
+                .map(|l| l.members.nested())
+                .unwrap_or_default()
         };
         // Escaped scopes still registered see their parent over.
         nested.iter().for_each(|n| n.wake_fence());
@@ -436,7 +449,10 @@ impl Frame {
         let nested = {
             let guard = self.lock();
             let _ = self.state.finish();
-            guard.as_ref().map(|l| l.members.nested()).unwrap_or_default()
+            guard
+                .as_ref()
+                .map(|l| l.members.nested())
+                .unwrap_or_default()
         };
         nested.iter().for_each(|n| n.wake_fence());
     }
@@ -498,7 +514,7 @@ impl Frame {
             let linger_done = {
                 let mut guard = frame.lock();
                 if let (Some(child), Some(l)) = (leaving.take(), guard.as_mut()) {
-                    l.members.remove(child.key());
+                    l.members.remove_child(child);
                 }
                 let last = frame.live.fetch_sub(1, Ordering::AcqRel) == 1;
                 if last {
@@ -535,7 +551,9 @@ impl Frame {
     pub(crate) fn cancel_child(&self, child: ChildKey, at: &'static Location<'static>) {
         let waker = {
             let mut guard = self.lock();
-            let waker = guard.as_mut().and_then(|l| l.members.cancel_child(child, at));
+            let waker = guard
+                .as_mut()
+                .and_then(|l| l.members.cancel_child(child, at));
             if waker.is_some() {
                 self.state.set_handle_cancels();
             }
@@ -548,7 +566,7 @@ impl Frame {
 
     fn cancelled_at(&self, child: ChildKey) -> Option<&'static Location<'static>> {
         self.lock()
-            .as_mut()
+            .as_ref()
             .and_then(|l| l.members.cancelled_at(child))
     }
 
@@ -769,7 +787,7 @@ impl Frame {
             .filter(|d| self.owns(&d.owner))
             .and_then(|d| earliest(triggers, entry.entered_at).filter(|(_, at)| *at == d.at))
             .filter(|(_, at)| Instant::now() >= *at);
-        let fired: Vec<(usize, Reason)> = triggers
+        let fired: Found = triggers
             .iter()
             .enumerate()
             .filter_map(|(index, trigger)| {
@@ -779,9 +797,9 @@ impl Frame {
                         .get(flag.id())
                         .filter(|w| self.owns(&w.owner))
                         .and_then(|_| flag.reason(code)),
-                    Trigger::Time(time) => own_time
-                        .filter(|(i, _)| *i == index)
-                        .map(|_| time.reason()),
+                    Trigger::Time(time) => {
+                        own_time.filter(|(i, _)| *i == index).map(|_| time.reason())
+                    }
                     Trigger::When(_) => None,
                 };
                 reason.map(|r| (index, r))
@@ -859,4 +877,30 @@ fn owner_in_force(owner: &std::sync::Weak<Frame>) -> bool {
     owner
         .upgrade()
         .is_some_and(|o| !o.state().is_finished_undecided())
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        println!("Frame {}", size_of::<super::Frame>());
+        println!("Entry {}", size_of::<super::Entry<super::Frame>>());
+        println!(
+            "OnceLock<Entry> {}",
+            size_of::<std::sync::OnceLock<super::Entry<super::Frame>>>()
+        );
+        println!("Fencing {}", size_of::<crate::fencing::Fencing>());
+        println!("Trigger {}", size_of::<crate::trigger::Trigger>());
+        println!("TimeTrigger {}", size_of::<crate::trigger::TimeTrigger>());
+        println!("Due {}", size_of::<crate::trigger::Due>());
+        println!("Code {}", size_of::<crate::code::Code>());
+        println!("WakerSlot {}", size_of::<crate::sync::WakerSlot>());
+        println!(
+            "Applying {}",
+            size_of::<Option<super::Applying<super::Frame>>>()
+        );
+        println!("Instant {}", size_of::<std::time::Instant>());
+        println!("Locked box {}", size_of::<super::Locked>());
+    }
 }

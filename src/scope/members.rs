@@ -16,6 +16,9 @@ pub(crate) struct Members<N> {
     next_seq: u64,
     /// Notified when the scope, or one above it, starts stopping or decides.
     stopping: Event,
+    /// The children cancelled through their handles, and where (rare: kept apart so that a
+    /// child's slot stays small).
+    cancelled: Vec<(ChildKey, &'static Location<'static>)>,
 }
 
 enum Member<N> {
@@ -27,8 +30,8 @@ enum Member<N> {
 struct ChildSlot {
     waker: Option<Waker>,
     id: u32,
-    /// Where its [`Child`](crate::Child) handle cancelled it, if it did.
-    cancelled_at: Option<&'static Location<'static>>,
+    /// Its [`Child`](crate::Child) handle cancelled it (where: in `cancelled`).
+    cancelled: bool,
 }
 
 /// A child's place in its scope: `(key, id)`.
@@ -52,6 +55,7 @@ impl<N: Clone> Members<N> {
             next_id: 0,
             next_seq: 0,
             stopping: Event::new(),
+            cancelled: Vec::new(),
         }
     }
 
@@ -63,7 +67,7 @@ impl<N: Clone> Members<N> {
         entry.insert(Member::Child(ChildSlot {
             waker: None,
             id,
-            cancelled_at: None,
+            cancelled: false,
         }));
         self.next_id = id.wrapping_add(1);
         Some(ChildKey { key, id })
@@ -76,9 +80,19 @@ impl<N: Clone> Members<N> {
         self.slab.insert(Member::Nested { seq, scope })
     }
 
-    /// Removes the member at `key` (a child by its key, or a nested scope).
+    /// Removes a nested scope.
     pub(crate) fn remove(&mut self, key: usize) {
         self.slab.try_remove(key);
+    }
+
+    /// Removes a child.
+    pub(crate) fn remove_child(&mut self, child: ChildKey) {
+        if self.child(child).is_some() {
+            self.slab.remove(child.key());
+        }
+        if !self.cancelled.is_empty() {
+            self.cancelled.retain(|(c, _)| *c != child);
+        }
     }
 
     fn child(&mut self, child: ChildKey) -> Option<&mut ChildSlot> {
@@ -100,12 +114,19 @@ impl<N: Clone> Members<N> {
             Some(old) if old.will_wake(waker) => {}
             _ => slot.waker = Some(waker.clone()),
         }
-        slot.cancelled_at
+        if slot.cancelled {
+            self.cancelled_at(child)
+        } else {
+            None
+        }
     }
 
     /// Where the child's handle cancelled it, if it did.
-    pub(crate) fn cancelled_at(&mut self, child: ChildKey) -> Option<&'static Location<'static>> {
-        self.child(child).and_then(|slot| slot.cancelled_at)
+    pub(crate) fn cancelled_at(&self, child: ChildKey) -> Option<&'static Location<'static>> {
+        self.cancelled
+            .iter()
+            .find(|(c, _)| *c == child)
+            .map(|(_, at)| *at)
     }
 
     /// Marks the child cancelled by its handle at `at` (the first call wins) and takes its
@@ -116,8 +137,11 @@ impl<N: Clone> Members<N> {
         at: &'static Location<'static>,
     ) -> Option<Option<Waker>> {
         let slot = self.child(child)?;
-        slot.cancelled_at.get_or_insert(at);
-        Some(slot.waker.take())
+        let waker = slot.waker.take();
+        if !std::mem::replace(&mut slot.cancelled, true) {
+            self.cancelled.push((child, at));
+        }
+        Some(waker)
     }
 
     /// Takes the wakers of every child, to be woken: they look at the scope's state again.

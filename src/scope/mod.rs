@@ -234,8 +234,9 @@ impl Scope {
     /// futures_lite::future::block_on(ex.run(async {
     ///     let cx = Cx::new(ex.clone());
     ///     let scope = Fencing::new().scope().grace(Duration::from_secs(5));
-    ///     let out = scope.fence(&cx, |cx| async {
-    ///         scope.stop(Reason::new(ReasonKind::Manual, "drain", "draining"));
+    ///     let handle = &scope;
+    ///     let out = scope.fence(&cx, |cx| async move {
+    ///         handle.stop(Reason::new(ReasonKind::Manual, "drain", "draining"));
     ///         assert!(cx.is_stopping());
     ///         "finished in time"
     ///     }).await;

@@ -190,7 +190,9 @@ impl State {
     /// The fence returns `Ok`. Requires: nobody here or above decided (C2, and rule 5: a
     /// fence whose enclosing scope decided never returns).
     pub(crate) fn finish_ok(&self) -> FinishOk {
-        match self.update(FINISHED, |b| b.0 & (DECIDING | CANCELLED | ABOVE_CANCELLED) == 0) {
+        match self.update(FINISHED, |b| {
+            b.0 & (DECIDING | CANCELLED | ABOVE_CANCELLED) == 0
+        }) {
             Ok(_) => FinishOk::Finished,
             Err(_) => FinishOk::Decided,
         }
