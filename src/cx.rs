@@ -11,8 +11,8 @@ use crate::cancelled::Cancelled;
 use crate::child::{self, Child, Fallible, Infallible, SpawnFn, Spawner};
 use crate::code::Code;
 use crate::fencing::Fencing;
+use crate::frame::Frame;
 use crate::reason::Reason;
-use crate::scope::Frame;
 use crate::snapshot::Snapshot;
 use crate::stopping::Stopping;
 use crate::sync::Executor;
@@ -301,7 +301,8 @@ impl Cx {
         F: FnOnce(Cx) -> T + Send + 'static,
         T: Send + 'static,
     {
-        child::unblock(self, f, Location::caller())
+        let cx = self.clone();
+        child::unblock(self.frame.as_ref(), move || f(cx), Location::caller())
     }
 
     /// Cancels the innermost enclosing scope with `reason`, as [`Scope::cancel`] would: at

@@ -136,7 +136,10 @@
     unreachable_pub
 )]
 
-// In the order they depend on each other: each module uses only those above it.
+// Private modules, one concept each. They depend on each other in one direction, in this
+// order (each uses only those before it): sync, instrument, code, reason, cancelled, flag,
+// trigger, guard, chain, fencing, watch_set, armed, run, trace, frame, child, stopping,
+// snapshot, cx, scope; then the adapters (disconnect, service, signal) and wire.
 mod armed;
 mod cancelled;
 mod chain;
@@ -147,6 +150,7 @@ mod cx;
 mod disconnect;
 mod fencing;
 mod flag;
+mod frame;
 mod guard;
 mod instrument;
 mod reason;

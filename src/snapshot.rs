@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::code::Code;
+use crate::frame::{Bits, Frame, View};
 use crate::reason::Reason;
-use crate::scope::{Bits, Frame, View};
 
 /// What a scope is doing, as a [`Snapshot`] saw it.
 #[non_exhaustive]

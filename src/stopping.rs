@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 
 use event_listener::EventListener;
 
+use crate::frame::Frame;
 use crate::reason::Reason;
-use crate::scope::Frame;
 
 /// Resolves, to the reasons, once an enclosing scope is stopping or has decided to cancel;
 /// pending forever on a root `Cx`.

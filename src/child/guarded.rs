@@ -28,9 +28,9 @@ use pin_project_lite::pin_project;
 use crate::armed::Panic;
 use crate::cancelled::Cancelled;
 use crate::code::Code;
+use crate::frame::{ChildKey, Frame};
 use crate::instrument::{Kind, Token};
 use crate::reason::{internal, Reason};
-use crate::scope::{ChildKey, Frame};
 use crate::sync::{AtomicBool, Ordering, WakerSlot};
 
 /// How a child ended, as its task reports it.

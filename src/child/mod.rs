@@ -17,10 +17,8 @@ use std::task::{Context, Poll};
 use async_task::Task;
 
 use crate::cancelled::Cancelled;
-#[cfg(not(loom))]
-use crate::cx::Cx;
+use crate::frame::{ChildKey, Frame};
 use crate::reason::Reason;
-use crate::scope::{ChildKey, Frame};
 
 use guarded::{Ctl, Guarded, Link, Outcome};
 pub(crate) use guarded::{Fallible, Infallible};
@@ -55,19 +53,23 @@ where
 /// Runs blocking `f` on the `blocking` crate's pool as a child of `cx`'s scope: counted by
 /// the scope until `f` returns (it cannot be dropped mid-way), its panic a child panic.
 #[cfg(not(loom))]
-pub(crate) fn unblock<T, F>(cx: &Cx, f: F, at: &'static Location<'static>) -> Child<T>
+pub(crate) fn unblock<T, F>(
+    frame: Option<&Arc<Frame>>,
+    f: F,
+    at: &'static Location<'static>,
+) -> Child<T>
 where
-    F: FnOnce(Cx) -> T + Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (link, handle) = match link(cx.frame.as_ref()) {
+    let (link, handle) = match link(frame) {
         Ok(pair) => pair,
         Err(frame) => return Child::refused(frame.refusal(at)),
     };
     let slot = Arc::new(OutcomeSlot::new());
-    let (filled, cx) = (slot.clone(), cx.clone());
+    let filled = slot.clone();
     blocking::unblock(move || {
-        let outcome = match catch_unwind(AssertUnwindSafe(|| f(cx))) {
+        let outcome = match catch_unwind(AssertUnwindSafe(f)) {
             // Cancelled before `f` returned: its value is dropped.
             Ok(value) => match link.stopped() {
                 Some(err) => Outcome::Cancelled(err),

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use crate::armed::Panic;
 use crate::cx::Cx;
 
-use super::frame::Frame;
+use crate::frame::Frame;
 
 pin_project! {
     /// The states of a body: `Waiting` (to be made at entry, with the caller's `Cx`) →

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use pin_project_lite::pin_project;
 
-use crate::armed::{Armed, Covers, Look, Panic, Uncovered};
+use crate::armed::{Armed, Look, Panic, Uncovered};
 use crate::cancelled::Cancelled;
 use crate::code::Code;
 use crate::cx::Cx;
@@ -39,13 +39,10 @@ use crate::fencing::Fencing;
 use crate::instrument::{Kind, Token};
 use crate::reason::{internal, Found};
 use crate::sync::Timer;
-use crate::trigger::Trigger;
-use crate::watch_set::WatchSet;
+
+use crate::frame::{Above, Enter, FinishOk, Fired, Frame};
 
 use super::body::{Body, Polled};
-use super::entry::{Applying, Entry, Watched, What};
-use super::frame::{Above, Fired, Frame};
-use super::state::{Enter, FinishOk};
 
 /// Where the fence is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,50 +266,9 @@ where
             .caller()
             .and_then(|cx| cx.frame.as_ref())
             .and_then(in_force);
-        let above = Above(parent.as_ref().and_then(|p| p.entry()));
-        let triggers = setup.fencing.triggers();
-        let (armed, now) = Armed::arm(triggers, &above);
-        let me = Arc::downgrade(self.frame);
-        let mut watch = above.watched().cloned().unwrap_or_else(WatchSet::new);
-        for trigger in triggers {
-            let what = match trigger {
-                Trigger::Flag { flag, .. } => What::Flag(flag.clone()),
-                Trigger::When(when) => What::When {
-                    _keep: when.make.clone(),
-                },
-                Trigger::Time(_) => continue,
-            };
-            let id = trigger.id().unwrap_or_default();
-            if !above.covers(id) && watch.get(id).map_or(true, |w| !w.owner.ptr_eq(&me)) {
-                watch = watch.insert(
-                    id,
-                    Watched {
-                        owner: me.clone(),
-                        what,
-                    },
-                );
-            }
-        }
-        let deadline = match armed.deadline() {
-            Some(at) => Some(Applying { at, owner: me }),
-            None => above.applying().cloned(),
-        };
-        let depth = parent
-            .as_ref()
-            .and_then(|p| p.entry())
-            .map_or(0, |e| e.depth.saturating_add(1));
-        self.frame.set_entry(Entry {
-            parent: parent.clone(),
-            depth,
-            #[cfg(feature = "tracing")]
-            span: crate::trace::span(setup.name.as_deref()),
-            fencing: setup.fencing,
-            watch,
-            deadline,
-            name: setup.name,
-            entered_at: now.unwrap_or_else(Instant::now),
-            location: self.location,
-        });
+        let (armed, now) =
+            self.frame
+                .enter_below(parent.clone(), setup.fencing, setup.name, self.location);
         if !self.grace.period.is_zero() {
             self.frame.states().set_grace();
         }

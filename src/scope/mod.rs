@@ -1,13 +1,8 @@
-//! [`Scope`]: one fenced region. Its shared state is a [`Frame`](frame::Frame) (with its
-//! [state word](state) and [entry](entry)); [`Fence`] is the future that runs it.
+//! [`Scope`]: one fenced region, whose shared state is a [`Frame`]; [`Fence`] is the
+//! future that runs it.
 
 mod body;
-mod entry;
 mod fence;
-mod frame;
-mod members;
-mod record;
-mod state;
 
 use std::fmt;
 use std::future::Future;
@@ -18,13 +13,11 @@ use std::time::Duration;
 use crate::code::Code;
 use crate::cx::Cx;
 use crate::fencing::Fencing;
+use crate::frame::Frame;
 use crate::reason::Reason;
 use crate::snapshot::Snapshot;
 
 pub use fence::Fence;
-pub(crate) use frame::{Frame, View};
-pub(crate) use members::ChildKey;
-pub(crate) use state::Bits;
 
 /// One fenced region.
 ///

@@ -1,5 +1,7 @@
 //! [`Frame`]: the state every handle of one scope shares: its [`Scope`](crate::Scope), its
-//! fence, every `Cx` inside it, its children and the scopes nested in it.
+//! fence, every `Cx` inside it, its children and the scopes nested in it. Its parts: the
+//! [state word](state), the [entry](entry), the [record](record) of reasons and the
+//! [members](members).
 //!
 //! # Invariants
 //!
@@ -32,24 +34,34 @@
 //! (guards, bodies, wakers of other crates aside) runs under a lock.
 
 use std::panic::Location;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::Waker;
 use std::time::Instant;
 
-use crate::armed::{Covers, Panic};
+use crate::armed::{Armed, Covers, Panic};
 use crate::cancelled::Cancelled;
 use crate::code::Code;
+use crate::fencing::Fencing;
 use crate::flag::Flag;
 use crate::guard;
 use crate::reason::{internal, Found, Reason};
 use crate::sync::{lock, AtomicU32, Mutex, MutexGuard, Ordering, WakerSlot};
 use crate::trace::{self, Event};
 use crate::trigger::{earliest, Trigger};
+use crate::watch_set::WatchSet;
 
-use super::entry::{Applying, Entry, Watched};
-use super::members::{ChildKey, Members};
-use super::record::Record;
-use super::state::{Admit, Bits, Decide, FinishOk, Mark, State, Stop};
+mod entry;
+mod members;
+mod record;
+mod state;
+
+pub(crate) use entry::{Applying, Entry, Watched, What};
+pub(crate) use members::ChildKey;
+pub(crate) use state::{Bits, Enter, FinishOk};
+
+use members::Members;
+use record::Record;
+use state::{Admit, Decide, Mark, State, Stop};
 
 /// The shared state of one scope.
 pub(crate) struct Frame {
@@ -159,11 +171,41 @@ impl Frame {
 
     // --- entry -----------------------------------------------------------------------------
 
-    /// Sets the entry (invariant 1).
-    pub(crate) fn set_entry(&self, entry: Entry<Frame>) {
+    /// Enters this scope below `parent` (the nearest scope in force above it): arms the
+    /// triggers it owns (C1: those `parent`'s chain does not watch already), and sets its
+    /// entry (invariant 1) from `parent`'s alone (C4). Returns the armed triggers and the
+    /// entry instant, if arming read the clock.
+    pub(crate) fn enter_below(
+        self: &Arc<Self>,
+        parent: Option<Arc<Frame>>,
+        fencing: Fencing,
+        name: Option<Code>,
+        location: &'static Location<'static>,
+    ) -> (Armed, Option<Instant>) {
+        let above = Above(parent.as_ref().and_then(|p| p.entry()));
+        let (armed, now) = Armed::arm(fencing.triggers(), &above);
+        let me = Arc::downgrade(self);
+        let watch = above.watch_below(fencing.triggers(), &me);
+        let deadline = match armed.deadline() {
+            Some(at) => Some(Applying { at, owner: me }),
+            None => above.applying().cloned(),
+        };
+        let entry = Entry {
+            depth: above.0.map_or(0, |e| e.depth.saturating_add(1)),
+            parent,
+            #[cfg(feature = "tracing")]
+            span: crate::trace::span(name.as_deref()),
+            fencing,
+            watch,
+            deadline,
+            name,
+            entered_at: now.unwrap_or_else(Instant::now),
+            location,
+        };
         if self.entry.set(entry).is_err() {
             unreachable!("a scope is entered once (state: ENTERED)");
         }
+        (armed, now)
     }
 
     /// Registers `nested`, entered inside this scope, and passes it this scope's marks
@@ -810,7 +852,7 @@ impl Frame {
         }
     }
 
-    fn owns(&self, owner: &std::sync::Weak<Frame>) -> bool {
+    fn owns(&self, owner: &Weak<Frame>) -> bool {
         std::ptr::eq(owner.as_ptr(), self)
     }
 }
@@ -856,15 +898,35 @@ impl Above<'_> {
             .filter(|d| owner_in_force(&d.owner))
     }
 
-    /// The watch set above (empty at a root).
-    pub(crate) fn watched(&self) -> Option<&crate::watch_set::WatchSet<Watched<Frame>>> {
-        self.0.map(|e| &e.watch)
+    /// The watch set of a scope entered below with `triggers`: this one's, plus each flag
+    /// and custom trigger it does not cover, owned by `me`.
+    fn watch_below(&self, triggers: &[Trigger], me: &Weak<Frame>) -> WatchSet<Watched<Frame>> {
+        let mut watch = self
+            .0
+            .map(|e| e.watch.clone())
+            .unwrap_or_else(WatchSet::new);
+        for trigger in triggers {
+            let what = match trigger {
+                Trigger::Flag { flag, .. } => What::Flag(flag.clone()),
+                Trigger::When(when) => What::When {
+                    _keep: when.make.clone(),
+                },
+                Trigger::Time(_) => continue,
+            };
+            let id = trigger.id().unwrap_or_default();
+            let mine = watch.get(id).is_some_and(|w| w.owner.ptr_eq(me));
+            if !self.covers(id) && !mine {
+                let owner = me.clone();
+                watch = watch.insert(id, Watched { owner, what });
+            }
+        }
+        watch
     }
 }
 
 /// `true` while `owner` has yet to act on a fired trigger that `pick` picks: it is still
 /// running, has neither stopped nor decided, and has not declined it.
-fn owner_pending(owner: &std::sync::Weak<Frame>, pick: impl Fn(&Trigger) -> bool) -> bool {
+fn owner_pending(owner: &Weak<Frame>, pick: impl Fn(&Trigger) -> bool) -> bool {
     owner.upgrade().is_some_and(|o| {
         let bits = o.state();
         !bits.is_finished() && !bits.is_stopping_inside() && !o.has_settled(pick)
@@ -873,34 +935,8 @@ fn owner_pending(owner: &std::sync::Weak<Frame>, pick: impl Fn(&Trigger) -> bool
 
 /// An owner still watches its triggers until its fence returns without deciding (an owner
 /// that decided owns everything inside it, returned or not).
-fn owner_in_force(owner: &std::sync::Weak<Frame>) -> bool {
+fn owner_in_force(owner: &Weak<Frame>) -> bool {
     owner
         .upgrade()
         .is_some_and(|o| !o.state().is_finished_undecided())
-}
-
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        println!("Frame {}", size_of::<super::Frame>());
-        println!("Entry {}", size_of::<super::Entry<super::Frame>>());
-        println!(
-            "OnceLock<Entry> {}",
-            size_of::<std::sync::OnceLock<super::Entry<super::Frame>>>()
-        );
-        println!("Fencing {}", size_of::<crate::fencing::Fencing>());
-        println!("Trigger {}", size_of::<crate::trigger::Trigger>());
-        println!("TimeTrigger {}", size_of::<crate::trigger::TimeTrigger>());
-        println!("Due {}", size_of::<crate::trigger::Due>());
-        println!("Code {}", size_of::<crate::code::Code>());
-        println!("WakerSlot {}", size_of::<crate::sync::WakerSlot>());
-        println!(
-            "Applying {}",
-            size_of::<Option<super::Applying<super::Frame>>>()
-        );
-        println!("Instant {}", size_of::<std::time::Instant>());
-        println!("Locked box {}", size_of::<super::Locked>());
-    }
 }
