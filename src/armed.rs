@@ -85,8 +85,6 @@ pub(crate) enum Look<'a, 'b> {
     Entry(Option<Instant>, &'a mut Context<'b>),
     /// Before returning `Pending`: timers and listeners are made for what has not fired.
     Register(&'a mut Context<'b>),
-    /// Without registering anything new.
-    Peek(&'a mut Context<'b>),
 }
 
 /// What an enclosing scope watches already, as the entry sees it.
@@ -180,7 +178,6 @@ impl Armed {
         let (now, register, cx) = match look {
             Look::Entry(now, cx) => (now, false, cx),
             Look::Register(cx) => (None, true, cx),
-            Look::Peek(cx) => (None, false, cx),
         };
         let mut fired = Vec::new();
         for (index, trigger) in triggers.iter().enumerate() {

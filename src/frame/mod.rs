@@ -235,19 +235,31 @@ impl Frame {
     /// Decides to cancel with `reasons` (invariant 2): `false` if this scope had decided
     /// already or its fence is over.
     pub(crate) fn decide(&self, reasons: Vec<Reason>) -> bool {
+        self.decide_settling(reasons, &[])
+    }
+
+    /// [`decide`](Frame::decide) on this scope's own triggers `settled`, marked recorded in
+    /// the same look as the decision: whoever finds them recorded finds the scope deciding.
+    fn decide_settling(&self, reasons: Vec<Reason>, settled: &[usize]) -> bool {
         let path = self.path();
-        {
+        let mut inside = {
             let mut guard = self.lock();
             if self.state.begin_deciding() != Decide::Begun {
                 return false;
             }
-            let record = &mut locked(&mut guard).record;
-            record.add(reasons.into_iter().map(|r| recorded(r, &path)));
-            trace::emit(Event::Cancelled, path.as_deref(), &record.reasons);
-        }
-        self.propagate(Mark::Cancelled);
+            let locked = locked(&mut guard);
+            settled.iter().for_each(|i| locked.record.settle(*i));
+            locked
+                .record
+                .add(reasons.into_iter().map(|r| recorded(r, &path)));
+            trace::emit(Event::Cancelled, path.as_deref(), &locked.record.reasons);
+            // The children stop on `DECIDING` already (they read `is_cancelled_inside`).
+            Inside::reach(locked, Mark::Cancelled)
+        };
+        inside.wake();
+        propagate(inside.nested, Mark::Cancelled);
         self.state.finish_deciding();
-        self.wake_inside(Mark::Cancelled);
+        self.wake_fence();
         true
     }
 
@@ -255,20 +267,21 @@ impl Frame {
     /// tells every scope inside.
     pub(crate) fn stop(&self, reasons: Vec<Reason>, settled: &[usize]) -> Stop {
         let path = self.path();
-        {
+        let inside = {
             let mut guard = self.lock();
             let stop = self.state.begin_stopping();
             if stop != Stop::Stopped {
                 return stop;
             }
-            let record = &mut locked(&mut guard).record;
+            let locked = locked(&mut guard);
+            let record = &mut locked.record;
             record.add(reasons.into_iter().map(|r| recorded(r, &path)));
             settled.iter().for_each(|i| record.settle(*i));
             record.stopped_at = Some(Instant::now());
             trace::emit(Event::Stopped, path.as_deref(), &record.reasons);
-        }
-        self.propagate(Mark::Stopping);
-        self.wake_inside(Mark::Stopping);
+            Inside::reach(locked, Mark::Stopping)
+        };
+        propagate(inside.nested, Mark::Stopping);
         self.wake_fence();
         Stop::Stopped
     }
@@ -303,24 +316,29 @@ impl Frame {
                 Stop::AlreadyStopping | Stop::TooLate => {}
             }
         }
-        self.settle(&indices);
-        self.decide_or_add(reasons);
+        if at_entry {
+            // Rule 3: every trigger due at entry is reported, after a cancel that came first.
+            self.decide_or_add(reasons, &indices);
+        } else if !self.decide_settling(reasons, &indices) {
+            // One decision: a trigger racing another decision is not added to it.
+            self.settle(&indices);
+        }
         Fired::Cancelled
     }
 
     /// Decides with `reasons`, or, if another decision came first, adds them after its
-    /// reasons unless they are final: triggers seen fired with a cancel are listed after it.
-    fn decide_or_add(&self, reasons: Vec<Reason>) {
-        if self.decide(reasons.clone()) {
+    /// reasons unless they are final.
+    fn decide_or_add(&self, reasons: Vec<Reason>, settled: &[usize]) {
+        if self.decide_settling(reasons.clone(), settled) {
             return;
         }
         let path = self.path();
         let mut guard = self.lock();
         let bits = self.state();
+        let record = &mut locked(&mut guard).record;
+        settled.iter().for_each(|i| record.settle(*i));
         if !bits.is_frozen() && !bits.is_finished() {
-            locked(&mut guard)
-                .record
-                .add(reasons.into_iter().map(|r| recorded(r, &path)));
+            record.add(reasons.into_iter().map(|r| recorded(r, &path)));
         }
     }
 
@@ -343,9 +361,9 @@ impl Frame {
         indices.iter().for_each(|i| record.settle(*i));
     }
 
-    /// The fence starts its teardown: the triggers seen fired now are added (after the
-    /// reasons that decided), every reason gets this scope's path, and the reasons are final
-    /// (invariant 6).
+    /// The reasons become final (invariant 6), each with this scope's path: at entry after
+    /// the triggers due then (`fired`, rule 3) are added after a cancel that came before
+    /// entry; at teardown with nothing added (one decision, one set of reasons).
     pub(crate) fn freeze(&self, fired: Found) {
         let guards = self.entry().map_or(&[][..], |e| e.fencing.guards());
         let (accepted, declined) = guard::partition(guards, fired);
@@ -398,7 +416,7 @@ impl Frame {
             }
             locked(&mut guard).record.panic.get_or_insert(payload);
         }
-        self.decide_or_add(vec![reason]);
+        self.decide_or_add(vec![reason], &[]);
         Ok(())
     }
 
@@ -407,50 +425,11 @@ impl Frame {
         self.lock().as_mut().and_then(|l| l.record.panic.take())
     }
 
-    /// Marks every scope inside this one, top-down (invariants 2, 3), and wakes what must
-    /// look again. A scope marked already is skipped with what is inside it: whoever marked
-    /// it reaches them.
-    fn propagate(&self, mark: Mark) {
-        let mut stack = self.nested();
-        while let Some(frame) = stack.pop() {
-            if !frame.state.mark(mark) {
-                continue;
-            }
-            frame.wake_inside(mark);
-            stack.extend(frame.nested());
-        }
-    }
-
-    /// The nested scopes, in entry order.
-    fn nested(&self) -> Vec<Arc<Frame>> {
-        if !self.state().has_members() {
-            return Vec::new();
-        }
-        self.lock()
-            .as_ref()
-            .map(|l| l.members.nested())
-            .unwrap_or_default()
-    }
-
-    /// After a mark (or this scope's own decision or stop): wakes those waiting for it to
-    /// stop, and, on a cancellation, its children and its fence.
-    fn wake_inside(&self, mark: Mark) {
-        let wakers = {
-            let mut guard = self.lock();
-            match guard.as_mut() {
-                Some(l) => {
-                    l.members.notify_stopping();
-                    match mark {
-                        Mark::Cancelled => l.members.take_child_wakers(),
-                        Mark::Stopping => Vec::new(),
-                    }
-                }
-                None => Vec::new(),
-            }
-        };
-        wakers.into_iter().for_each(Waker::wake);
-        if mark == Mark::Cancelled {
-            self.wake_fence();
+    /// One look under the lock of a scope reached by a mark: see [`Inside`].
+    fn reach_inside(&self, mark: Mark) -> Inside {
+        match self.lock().as_mut() {
+            Some(locked) => Inside::reach(locked, mark),
+            None => Inside::default(),
         }
     }
 
@@ -854,6 +833,51 @@ impl Frame {
 
     fn owns(&self, owner: &Weak<Frame>) -> bool {
         std::ptr::eq(owner.as_ptr(), self)
+    }
+}
+
+/// What a decision or a stop must reach inside a scope, taken under its lock in one look
+/// (its stopping listeners are notified there): the children to wake (on a cancellation),
+/// and the nested scopes to pass the mark on to.
+#[derive(Default)]
+struct Inside {
+    children: Vec<Waker>,
+    nested: Vec<Arc<Frame>>,
+}
+
+impl Inside {
+    fn reach(locked: &mut Locked, mark: Mark) -> Inside {
+        locked.members.notify_stopping();
+        let children = match mark {
+            Mark::Cancelled => locked.members.take_child_wakers(),
+            Mark::Stopping => Vec::new(),
+        };
+        Inside {
+            children,
+            nested: locked.members.nested(),
+        }
+    }
+
+    /// Wakes the children, with no lock held.
+    fn wake(&mut self) {
+        self.children.drain(..).for_each(Waker::wake);
+    }
+}
+
+/// Marks every scope in `stack` and inside them, top-down (invariants 2, 3), and wakes what
+/// must look again: on a cancellation their children and fences. A scope marked already is
+/// skipped with what is inside it: whoever marked it reaches them.
+fn propagate(mut stack: Vec<Arc<Frame>>, mark: Mark) {
+    while let Some(frame) = stack.pop() {
+        if !frame.state.mark(mark) {
+            continue;
+        }
+        let mut inside = frame.reach_inside(mark);
+        inside.wake();
+        if mark == Mark::Cancelled {
+            frame.wake_fence();
+        }
+        stack.append(&mut inside.nested);
     }
 }
 

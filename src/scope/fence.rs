@@ -396,8 +396,7 @@ where
     #[inline(never)]
     fn teardown(&mut self, cx: &mut Context<'_>) -> Next<T> {
         if !self.frame.state().is_frozen() {
-            let fired = self.look(Look::Peek(cx)).unwrap_or_default();
-            self.frame.freeze(fired);
+            self.frame.freeze(Vec::new());
         }
         if let Err(panic) = self.body.as_mut().drop_body() {
             self.frame.fail(panic, "body");
