@@ -1,9 +1,10 @@
 //! [`Entry`]: the immutable facts of one entry of a scope.
 //!
-//! Set once, at entry, before any `Cx` points to the scope, and never changed: its parent,
-//! its fencing, which flags and custom triggers the chain of live scopes above it (and it)
-//! watch and who owns each ([`WatchSet`]), and the earliest deadline that applies inside it.
-//! A scope entered inside this one reads these from here alone (C4: O(1) in depth).
+//! Set once, at entry, before any `Cx` points to the scope, and never changed: its parent
+//! (and its place among the parent's members), which flags and custom triggers the chain of
+//! live scopes above it (and it) watch and who owns each ([`WatchSet`]), and the earliest
+//! deadline that applies inside it. A scope entered inside this one reads these from here
+//! alone (C4: O(1) in depth).
 //!
 //! Generic over the scope's shared state `F`, which holds the entry (so the two files do not
 //! depend on each other).
@@ -12,8 +13,6 @@ use std::panic::Location;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use crate::code::Code;
-use crate::fencing::Fencing;
 use crate::flag::Flag;
 use crate::trigger::MakeTrigger;
 use crate::watch_set::WatchSet;
@@ -22,14 +21,12 @@ use crate::watch_set::WatchSet;
 pub(crate) struct Entry<F> {
     /// The nearest enclosing scope in force at entry (live, or cancelled and returned).
     pub(crate) parent: Option<Arc<F>>,
-    /// How many scopes enclose this one.
-    pub(crate) depth: u32,
-    pub(crate) fencing: Fencing,
+    /// This scope's key among the parent's members, if the parent took it.
+    pub(crate) key: Option<usize>,
     /// The flags and custom triggers watched by this scope and the live scopes above it.
     pub(crate) watch: WatchSet<Watched<F>>,
     /// The earliest deadline that applies inside this scope, and the scope that owns it.
     pub(crate) deadline: Option<Applying<F>>,
-    pub(crate) name: Option<Code>,
     pub(crate) entered_at: Instant,
     /// The `fence` call that entered it.
     pub(crate) location: &'static Location<'static>,

@@ -19,6 +19,7 @@
 //! | `ABOVE_CANCELLED` | an enclosing scope deciding | never | owned by it (rule 5) |
 //! | `HAS_MEMBERS` | the first child or nested scope | never | the lock must be taken to reach them |
 //! | `HANDLE_CANCELS` | `Child::cancel` | never | some child slot says "cancelled by its handle" |
+//! | `RELINKED` | the fence, when its parent returned without deciding | never | rely on the relinked scope, not the parent |
 
 use std::fmt;
 
@@ -37,6 +38,7 @@ const ABOVE_STOPPING: u32 = 1 << 9;
 const ABOVE_CANCELLED: u32 = 1 << 10;
 const HAS_MEMBERS: u32 = 1 << 11;
 const HANDLE_CANCELS: u32 = 1 << 12;
+const RELINKED: u32 = 1 << 13;
 
 /// The scope's state word.
 pub(crate) struct State(AtomicU32);
@@ -235,6 +237,12 @@ impl State {
         self.set(HANDLE_CANCELS);
     }
 
+    /// The scope above that this one relied on returned without deciding; it relies on
+    /// another now.
+    pub(crate) fn set_relinked(&self) {
+        self.set(RELINKED);
+    }
+
     /// A decision from above reaches this scope; `true` if it is news here.
     pub(crate) fn mark(&self, mark: Mark) -> bool {
         let bits = match mark {
@@ -333,6 +341,10 @@ impl Bits {
         self.0 & HANDLE_CANCELS != 0
     }
 
+    pub(crate) fn is_relinked(self) -> bool {
+        self.0 & RELINKED != 0
+    }
+
     /// A new child may join: nobody here or above decided, and the fence is not over.
     pub(crate) fn accepts_children(self) -> bool {
         !self.is_cancelled_inside() && !self.is_finished()
@@ -352,7 +364,7 @@ impl Bits {
 
 impl fmt::Debug for Bits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 13] = [
+        const NAMES: [&str; 14] = [
             "ENTERED",
             "HAS_GRACE",
             "STOPPING",
@@ -366,6 +378,7 @@ impl fmt::Debug for Bits {
             "ABOVE_CANCELLED",
             "HAS_MEMBERS",
             "HANDLE_CANCELS",
+            "RELINKED",
         ];
         let mut list = f.debug_set();
         for (i, name) in NAMES.iter().enumerate() {

@@ -26,21 +26,17 @@ use std::future::Future;
 use std::panic::{resume_unwind, Location};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::armed::{Armed, Look, Panic, Uncovered};
+use crate::armed::{Look, Panic};
 use crate::cancelled::Cancelled;
-use crate::code::Code;
 use crate::cx::Cx;
-use crate::fencing::Fencing;
 use crate::instrument::{Kind, Token};
-use crate::reason::{internal, Found};
-use crate::sync::Timer;
+use crate::reason::Found;
 
-use crate::frame::{Above, Enter, FinishOk, Fired, Frame};
+use crate::frame::{in_force, Enter, FinishOk, Fired, Frame};
 
 use super::body::{Body, Polled};
 
@@ -48,7 +44,10 @@ use super::body::{Body, Polled};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Enter,
+    /// The first look at entry.
     Admit,
+    /// Waiting at entry for a scope above to act on a trigger it owns.
+    Readmit,
     Run,
     Join,
     Owned,
@@ -61,28 +60,6 @@ enum Next<T> {
     To(Step),
     Pending,
     Ready(Result<T, Cancelled>),
-}
-
-/// What the fence needs until entry.
-struct Setup {
-    fencing: Fencing,
-    name: Option<Code>,
-}
-
-/// The grace period: its length, where it was set, and its timer once stopping.
-struct Grace {
-    period: Duration,
-    set_at: &'static Location<'static>,
-    timer: Option<(Timer, Token)>,
-}
-
-/// The scopes this one registered with (to leave when it finishes), and the one whose
-/// coverage it relies on.
-#[derive(Default)]
-struct Links {
-    /// The scope whose watch set covered this one's triggers at entry (or since).
-    above: Option<Arc<Frame>>,
-    registered: Vec<(Arc<Frame>, usize)>,
 }
 
 pin_project! {
@@ -106,19 +83,14 @@ pin_project! {
     where
         Fut: Future,
     {
+        // Everything else lives in the frame: a thin future keeps a deep recursion of
+        // nested scopes cheap in stack (C4).
         frame: Arc<Frame>,
         #[pin]
         body: Body<F, Fut>,
         step: Step,
-        setup: Option<Setup>,
-        armed: Option<Armed>,
-        // The entry instant, for the first look at the triggers.
-        entry_now: Option<Instant>,
-        grace: Grace,
+        // The `fence` call, until entry records it.
         location: &'static Location<'static>,
-        links: Links,
-        // What is registered in the frame's waker slot, which keeps it when woken.
-        registered: Option<Waker>,
         // Counts the entered scope for the leak tests until this future is dropped.
         live: Option<Token>,
     }
@@ -137,12 +109,13 @@ pin_project! {
             // nor cancelled. A panic meant for `fence` goes to the enclosing scope.
             let dropped = drop_body(this.body);
             let kept = this.frame.finish_dropped();
+            this.frame.disarm();
             for panic in [dropped.err(), kept].into_iter().flatten() {
                 if let Some(parent) = this.frame.parent() {
                     parent.fail(panic, "body");
                 }
             }
-            leave(this.links);
+            this.frame.leave();
         }
     }
 }
@@ -159,14 +132,6 @@ where
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.set(Body::Gone)))
 }
 
-/// Leaves every scope this one registered with.
-fn leave(links: &mut Links) {
-    for (frame, key) in links.registered.drain(..) {
-        frame.unregister(key);
-    }
-    links.above = None;
-}
-
 impl<F, Fut> Fence<F, Fut>
 where
     F: FnOnce(Cx) -> Fut,
@@ -176,26 +141,13 @@ where
         frame: Arc<Frame>,
         cx: &Cx,
         body: F,
-        fencing: Fencing,
-        name: Option<Code>,
-        grace: (Duration, &'static Location<'static>),
         location: &'static Location<'static>,
     ) -> Self {
         Fence {
             frame,
             body: Body::new(body, cx.clone()),
             step: Step::Enter,
-            setup: Some(Setup { fencing, name }),
-            armed: None,
-            entry_now: None,
-            grace: Grace {
-                period: grace.0,
-                set_at: grace.1,
-                timer: None,
-            },
             location,
-            links: Links::default(),
-            registered: None,
             live: None,
         }
     }
@@ -213,7 +165,7 @@ where
         loop {
             let next = match *this.step {
                 Step::Enter => this.enter(),
-                Step::Admit => this.admit(cx),
+                Step::Admit | Step::Readmit => this.admit(cx),
                 Step::Run => this.run(cx),
                 Step::Join => this.join(cx),
                 Step::Owned => this.owned(cx),
@@ -237,15 +189,8 @@ where
     F: FnOnce(Cx) -> Fut,
     Fut: Future<Output = T>,
 {
-    /// Registers the task's waker with the frame, unless it is there already (the slot
-    /// keeps it when woken, so a fence polled by the same task takes no lock).
-    fn register(&mut self, cx: &Context<'_>) {
-        let waker = cx.waker();
-        if self.registered.as_ref().is_some_and(|r| r.will_wake(waker)) {
-            return;
-        }
-        self.frame.register(waker);
-        *self.registered = Some(waker.clone());
+    fn register(&self, cx: &Context<'_>) {
+        self.frame.register(cx.waker());
     }
 
     /// Arms the triggers this scope owns, sets its entry, registers with its parent.
@@ -258,28 +203,12 @@ where
                  make a new one with `Fencing::scope` for each region"
             );
         }
-        let Some(setup) = self.setup.take() else {
-            unreachable!("a fence not entered keeps its setup");
-        };
         let parent = self
             .body
             .caller()
             .and_then(|cx| cx.frame.as_ref())
             .and_then(in_force);
-        let (armed, now) =
-            self.frame
-                .enter_below(parent.clone(), setup.fencing, setup.name, self.location);
-        if !self.grace.period.is_zero() {
-            self.frame.states().set_grace();
-        }
-        if let Some(parent) = parent {
-            if let Some(key) = parent.register_nested(self.frame) {
-                self.links.registered.push((parent.clone(), key));
-            }
-            self.links.above = Some(parent);
-        }
-        *self.armed = Some(armed);
-        *self.entry_now = now;
+        self.frame.enter_below(parent, self.location);
         *self.live = Some(Token::new(Kind::Frame));
         Next::To(Step::Admit)
     }
@@ -291,16 +220,19 @@ where
             return Next::To(Step::Owned);
         }
         // A nested scope may wait for a scope above (registered first: no lost wake-up); a
-        // scope with a ready body registers nothing.
+        // scope with a ready body registers nothing. The first look compares the time
+        // trigger with the entry instant; a later one (after waiting) registers.
         let nested = self.frame.parent().is_some();
         if nested {
             self.register(cx);
         }
-        let now = self.entry_now.take();
-        let look = match now {
-            Some(now) => Look::Entry(Some(now), cx),
-            None if self.registered.is_some() => Look::Register(cx),
-            None => Look::Entry(None, cx),
+        let first = *self.step == Step::Admit;
+        *self.step = Step::Readmit;
+        let now = self.frame.entry().map(|e| e.entered_at);
+        let look = if first {
+            Look::Entry(now, cx)
+        } else {
+            Look::Register(cx)
         };
         let fired = match self.look(look) {
             Ok(fired) => fired,
@@ -311,7 +243,7 @@ where
             self.frame.freeze(fired);
             return Next::To(Step::Teardown);
         }
-        if self.frame.awaits_owner(now) {
+        if self.frame.awaits_owner(now.filter(|_| first)) {
             return Next::Pending;
         }
         if !fired.is_empty() {
@@ -358,10 +290,9 @@ where
         }
         match self.frame.try_finish_ok() {
             Some(FinishOk::Finished) => {
-                leave(self.links);
+                self.frame.leave();
                 // The timer and listeners go now, not when this future is dropped.
-                *self.armed = None;
-                self.grace.timer = None;
+                self.frame.disarm();
                 match self.body.as_mut().take_output() {
                     Some(out) => Next::Ready(Ok(out)),
                     None => unreachable!("a joined body left its output"),
@@ -417,9 +348,8 @@ where
             }
         }
         self.frame.finish_cancelled();
-        leave(self.links);
-        *self.armed = None;
-        self.grace.timer = None;
+        self.frame.leave();
+        self.frame.disarm();
         if let Some(panic) = self.frame.take_panic() {
             resume_unwind(panic);
         }
@@ -437,39 +367,8 @@ where
         if bits.is_deciding_or_decided() {
             return Some(Next::To(Step::Teardown));
         }
-        if self
-            .links
-            .above
-            .as_ref()
-            .is_some_and(|a| a.state().is_finished_undecided())
-        {
-            self.relink();
-        }
+        self.frame.relink_if_orphaned();
         None
-    }
-
-    /// The scope this one relied on returned without deciding: rely on the nearest one
-    /// still in force above it instead, and arm what nobody covers any more.
-    #[cold]
-    #[inline(never)]
-    fn relink(&mut self) {
-        let Some(gone) = self.links.above.take() else {
-            return;
-        };
-        let next = gone.parent().and_then(in_force);
-        if let Some(next) = &next {
-            if let Some(key) = next.register_nested(self.frame) {
-                self.links.registered.push((next.clone(), key));
-            }
-        }
-        let triggers = self.frame.entry().map_or(&[][..], |e| e.fencing.triggers());
-        if let Some(armed) = self.armed.as_mut() {
-            match &next {
-                Some(next) => armed.rearm(triggers, &Above(next.entry())),
-                None => armed.rearm(triggers, &Uncovered),
-            }
-        }
-        self.links.above = next;
     }
 
     /// Registers, looks at the triggers and the grace period; `Pending` if nothing changed.
@@ -484,9 +383,10 @@ where
             let _ = self.frame.fire(fired, false);
             self.settle(&indices);
         }
-        if self.frame.state().is_stopping() && self.grace_ran_out(cx) {
-            let reason = internal::grace(self.grace.period, Some(self.grace.set_at));
-            let _ = self.frame.decide(vec![reason]);
+        if self.frame.state().is_stopping() && self.frame.grace_ran_out(cx) {
+            if let Some(reason) = self.frame.grace_reason() {
+                let _ = self.frame.decide(vec![reason]);
+            }
         }
         // Look again after registering: a decision may have come in (no lost wake-up).
         if self.frame.state().is_cancelled_inside() {
@@ -497,38 +397,13 @@ where
 
     /// The triggers found fired; a custom trigger that panicked fails the scope.
     fn look(&mut self, look: Look<'_, '_>) -> Result<Found, Next<T>> {
-        let Some(armed) = self.armed.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let triggers = self.frame.entry().map_or(&[][..], |e| e.fencing.triggers());
-        armed
-            .fired(triggers, look)
+        self.frame
+            .look(look)
             .map_err(|panic| self_fail(self.frame, panic, "trigger"))
     }
 
     fn settle(&mut self, indices: &[usize]) {
-        if let Some(armed) = self.armed.as_mut() {
-            indices.iter().for_each(|i| armed.settle(*i));
-        }
-    }
-
-    /// `true` once the grace period, started when the scope stopped, has run out. Never for
-    /// a period too long for `Instant` (`Duration::MAX`).
-    fn grace_ran_out(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.grace.timer.is_none() {
-            let Some(at) = self
-                .frame
-                .stopped_at()
-                .and_then(|started| started.checked_add(self.grace.period))
-            else {
-                return false;
-            };
-            self.grace.timer = Some((Timer::at(at), Token::new(Kind::Timer)));
-        }
-        match self.grace.timer.as_mut() {
-            Some((timer, _)) => Pin::new(timer).poll(cx).is_ready(),
-            None => false,
-        }
+        self.frame.settle_armed(indices);
     }
 
     fn fail(&mut self, panic: Panic, what: &str) -> Next<T> {
@@ -540,19 +415,6 @@ where
 fn self_fail<T>(frame: &Frame, panic: Panic, what: &str) -> Next<T> {
     frame.fail(panic, what);
     Next::To(Step::Run)
-}
-
-/// The nearest scope of `frame`'s chain still in force: running, or decided (a scope that
-/// returned `Ok` or was dropped has no say over a scope entered below it any more).
-fn in_force(frame: &Arc<Frame>) -> Option<Arc<Frame>> {
-    let mut frame = Some(frame);
-    while let Some(f) = frame {
-        if !f.state().is_finished_undecided() {
-            return Some(f.clone());
-        }
-        frame = f.parent();
-    }
-    None
 }
 
 impl<F, Fut: Future> fmt::Debug for Fence<F, Fut> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::code::Code;
 use crate::cx::Cx;
 use crate::fencing::Fencing;
-use crate::frame::Frame;
+use crate::frame::{Config, Frame, Grace};
 use crate::reason::Reason;
 use crate::snapshot::Snapshot;
 
@@ -49,12 +49,8 @@ pub use fence::Fence;
 /// }));
 /// ```
 pub struct Scope {
+    /// Its config (fencing, name, grace) lives there too: a `Scope` is one pointer.
     frame: Arc<Frame>,
-    fencing: Fencing,
-    name: Option<Code>,
-    grace: Duration,
-    /// Where the grace period was set: the location of a `"grace"` reason.
-    grace_at: &'static Location<'static>,
 }
 
 impl Scope {
@@ -66,15 +62,25 @@ impl Scope {
     /// let scope = async_fence::Scope::new(async_fence::Fencing::new());
     /// assert!(!scope.is_cancelled());
     /// ```
-    #[track_caller]
     pub fn new(fencing: Fencing) -> Scope {
         Scope {
-            frame: Arc::new(Frame::new()),
-            fencing,
-            name: None,
-            grace: Duration::ZERO,
-            grace_at: Location::caller(),
+            frame: Arc::new(Frame::new(Config::new(fencing))),
         }
+    }
+
+    /// The scope with its config changed by `change`. A builder runs before `fence`: the
+    /// scope's state is its alone then, and is changed in place. (A fence made earlier keeps
+    /// the scope it was made with; the scope returned is a new one.)
+    fn configured(mut self, change: impl FnOnce(&mut Config)) -> Scope {
+        match Arc::get_mut(&mut self.frame) {
+            Some(frame) => change(frame.config_mut()),
+            None => {
+                let mut config = self.frame.config().clone();
+                change(&mut config);
+                self.frame = Arc::new(Frame::new(config));
+            }
+        }
+        self
     }
 
     /// Runs `body` under this scope's triggers and returns its output, or `Err` with every
@@ -164,15 +170,7 @@ impl Scope {
         F: FnOnce(Cx) -> Fut,
         Fut: Future<Output = T>,
     {
-        Fence::new(
-            self.frame.clone(),
-            cx,
-            body,
-            self.fencing.clone(),
-            self.name.clone(),
-            (self.grace, self.grace_at),
-            Location::caller(),
-        )
+        Fence::new(self.frame.clone(), cx, body, Location::caller())
     }
 
     /// Cancels the scope with `reason`, from any thread; always at once, grace period or not.
@@ -291,11 +289,13 @@ impl Scope {
     /// ```
     #[track_caller]
     pub fn grace(self, grace: Duration) -> Scope {
-        Scope {
-            grace,
-            grace_at: Location::caller(),
-            ..self
-        }
+        let set_at = Location::caller();
+        self.configured(|config| {
+            config.grace = Some(Grace {
+                period: grace,
+                set_at,
+            })
+        })
     }
 
     /// Returns the scope with a name, shown in [`Reason::scope`] paths, snapshots and
@@ -311,10 +311,8 @@ impl Scope {
     /// assert_eq!(async_fence::Fencing::new().scope().name(), None);
     /// ```
     pub fn named(self, name: impl Into<Code>) -> Scope {
-        Scope {
-            name: Some(name.into()),
-            ..self
-        }
+        let name = name.into();
+        self.configured(|config| config.name = Some(name))
     }
 
     /// Returns the scope's name, if it has one.
@@ -326,7 +324,7 @@ impl Scope {
     /// assert_eq!(scope.name(), Some("job-7"));
     /// ```
     pub fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.frame.config().name.as_deref()
     }
 
     /// Returns `true` once the scope has *decided* to cancel (C2): a trigger it owns was seen
@@ -420,7 +418,7 @@ impl Scope {
     /// assert_eq!(scope.fencing().len(), 1);
     /// ```
     pub fn fencing(&self) -> &Fencing {
-        &self.fencing
+        self.frame.fencing()
     }
 
     /// Returns the live tree under this scope: this scope and every scope entered inside it
@@ -453,7 +451,7 @@ impl Scope {
         if self.frame.state().is_entered() {
             Snapshot::of(&self.frame)
         } else {
-            Snapshot::not_entered(self.name.clone())
+            Snapshot::not_entered(self.frame.config().name.clone())
         }
     }
 }
@@ -474,7 +472,6 @@ impl Fencing {
     ///     assert_eq!(scope.fence(&cx, |_cx| async { 2 + 2 }).await, Ok(4));
     /// }));
     /// ```
-    #[track_caller]
     pub fn scope(&self) -> Scope {
         Scope::new(self.clone())
     }
@@ -484,12 +481,12 @@ impl fmt::Debug for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bits = self.frame.state();
         f.debug_struct("Scope")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("entered", &bits.is_entered())
             .field("is_stopping", &bits.is_stopping())
             .field("is_cancelled", &bits.is_cancelled())
             .field("finished", &bits.is_finished())
-            .field("fencing", &self.fencing)
+            .field("fencing", self.fencing())
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,158 @@
+//! Looking past the fence: [`Cx::check`](crate::Cx::check) (the owners of fired triggers
+//! decide now), the entry's wait for a trigger fired above, and an escaped scope's look at
+//! the ancestors that decided.
+
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use crate::cancelled::Cancelled;
+use crate::flag::Flag;
+use crate::reason::{Found, Reason};
+use crate::trigger::{earliest, Trigger};
+
+use super::Frame;
+
+impl Frame {
+    /// At entry: `true` while a flag watched above is set, or the deadline that applies from
+    /// above has passed (at `now`), and the scope that owns it has not yet decided, stopped
+    /// or declined it. The scope waits for it before its body starts (rules 3 and 5: it must
+    /// not run, and must not return `Err` for a trigger it does not own).
+    pub(crate) fn awaits_owner(&self, now: Option<Instant>) -> bool {
+        let Some(entry) = self.entry() else {
+            return false;
+        };
+        let mut pending = false;
+        entry.watch.for_each(|id, w| {
+            pending = pending
+                || (!self.owns(&w.owner)
+                    && w.flag().is_some_and(Flag::is_set)
+                    && owner_pending(&w.owner, |t| t.id() == Some(id)));
+        });
+        pending
+            || entry.deadline.as_ref().is_some_and(|d| {
+                !self.owns(&d.owner)
+                    && now.unwrap_or_else(Instant::now) >= d.at
+                    && owner_pending(&d.owner, |t| matches!(t, Trigger::Time(_)))
+            })
+    }
+
+    /// `true` if a trigger of this scope's fencing that `pick` picks was recorded or
+    /// declined here.
+    fn has_settled(&self, pick: impl Fn(&Trigger) -> bool) -> bool {
+        let triggers = self.triggers();
+        self.lock().as_ref().is_some_and(|l| {
+            l.record
+                .settled
+                .iter()
+                .any(|i| triggers.get(*i).is_some_and(&pick))
+        })
+    }
+
+    /// For a scope owned by an enclosing one that decided: `Some(reasons)` once every
+    /// enclosing scope that decided has returned (this scope's `Cx` escaped into a task they
+    /// did not own, rule 5): the reasons of the outermost of them. `None` while one has not
+    /// returned: it drops this scope before it does.
+    pub(crate) fn escaped(&self) -> Option<Vec<Reason>> {
+        let mut outermost = None;
+        for frame in self.chain().skip(1) {
+            let bits = frame.state();
+            if bits.is_deciding_or_decided() {
+                if !bits.is_finished() {
+                    return None;
+                }
+                outermost = Some(frame);
+            }
+        }
+        outermost.map(Frame::reasons)
+    }
+
+    /// The full look of `Cx::check`: the scopes that own a flag that is set or the deadline
+    /// that passed decide now (outermost first, rule 5), then this scope reads its state.
+    pub(crate) fn check(&self) -> Result<(), Cancelled> {
+        if !self.state().is_cancelled_inside() {
+            for owner in self.owners_of_fired() {
+                if owner.state().accepts_children() {
+                    owner.check_own();
+                }
+            }
+        }
+        if self.state().is_cancelled_inside() {
+            Err(Cancelled::from_reasons(self.reasons_inside()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The scopes owning a watched flag that is set or the applying deadline that passed,
+    /// outermost first. Reads the clock only when a deadline applies.
+    fn owners_of_fired(&self) -> Vec<Arc<Frame>> {
+        let Some(entry) = self.entry() else {
+            return Vec::new();
+        };
+        let mut owners: Vec<Arc<Frame>> = Vec::new();
+        let mut add = |owner: Option<Arc<Frame>>| {
+            if let Some(owner) = owner {
+                if !owners.iter().any(|o| Arc::ptr_eq(o, &owner)) {
+                    owners.push(owner);
+                }
+            }
+        };
+        entry.watch.for_each(|_, w| {
+            if w.flag().is_some_and(Flag::is_set) {
+                add(w.owner.upgrade());
+            }
+        });
+        if let Some(d) = &entry.deadline {
+            if Instant::now() >= d.at {
+                add(d.owner.upgrade());
+            }
+        }
+        owners.sort_by_key(|o| o.chain().count());
+        owners
+    }
+
+    /// This scope's own flags that are set and its own deadline if it passed, fired as the
+    /// fence would.
+    fn check_own(&self) {
+        let Some(entry) = self.entry() else {
+            return;
+        };
+        let triggers = self.triggers();
+        let own_time = entry
+            .deadline
+            .as_ref()
+            .filter(|d| self.owns(&d.owner))
+            .and_then(|d| earliest(triggers, entry.entered_at).filter(|(_, at)| *at == d.at))
+            .filter(|(_, at)| Instant::now() >= *at);
+        let fired: Found = triggers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, trigger)| {
+                let reason = match trigger {
+                    Trigger::Flag { flag, code } => entry
+                        .watch
+                        .get(flag.id())
+                        .filter(|w| self.owns(&w.owner))
+                        .and_then(|_| flag.reason(code)),
+                    Trigger::Time(time) => {
+                        own_time.filter(|(i, _)| *i == index).map(|_| time.reason())
+                    }
+                    Trigger::When(_) => None,
+                };
+                reason.map(|r| (index, r))
+            })
+            .collect();
+        if !fired.is_empty() {
+            let _ = self.fire(fired, false);
+        }
+    }
+}
+
+/// `true` while `owner` has yet to act on a fired trigger that `pick` picks: it is still
+/// running, has neither stopped nor decided, and has not declined it.
+fn owner_pending(owner: &Weak<Frame>, pick: impl Fn(&Trigger) -> bool) -> bool {
+    owner.upgrade().is_some_and(|o| {
+        let bits = o.state();
+        !bits.is_finished() && !bits.is_stopping_inside() && !o.has_settled(pick)
+    })
+}
