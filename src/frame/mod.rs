@@ -345,14 +345,25 @@ impl Frame {
     /// Keeps what the guards declined (C: `Scope::declined`).
     fn decline(&self, declined: Found) {
         let path = self.path();
-        let mut guard = self.lock();
-        let record = &mut locked(&mut guard).record;
-        let first = record.declined.len();
-        for (index, reason) in declined {
-            record.settle(index);
-            record.declined.push(recorded(reason, &path));
+        let mut stack = {
+            let mut guard = self.lock();
+            let locked = locked(&mut guard);
+            let record = &mut locked.record;
+            let first = record.declined.len();
+            for (index, reason) in declined {
+                record.settle(index);
+                record.declined.push(recorded(reason, &path));
+            }
+            trace::emit(Event::Declined, path.as_deref(), &record.declined[first..]);
+            locked.members.nested()
+        };
+        // A scope inside may wait at entry for this one to settle the trigger
+        // (`awaits_owner`): it is settled now.
+        while let Some(frame) = stack.pop() {
+            frame.wake_fence();
+            let inside = frame.lock().as_ref().map(|l| l.members.nested());
+            stack.extend(inside.unwrap_or_default());
         }
-        trace::emit(Event::Declined, path.as_deref(), &record.declined[first..]);
     }
 
     fn settle(&self, indices: &[usize]) {
@@ -865,8 +876,9 @@ impl Inside {
 }
 
 /// Marks every scope in `stack` and inside them, top-down (invariants 2, 3), and wakes what
-/// must look again: on a cancellation their children and fences. A scope marked already is
-/// skipped with what is inside it: whoever marked it reaches them.
+/// must look again: their fences (one may wait at entry for the scope above that owns a fired
+/// trigger to stop or decide: `awaits_owner`), and on a cancellation their children. A scope
+/// marked already is skipped with what is inside it: whoever marked it reaches them.
 fn propagate(mut stack: Vec<Arc<Frame>>, mark: Mark) {
     while let Some(frame) = stack.pop() {
         if !frame.state.mark(mark) {
@@ -874,9 +886,7 @@ fn propagate(mut stack: Vec<Arc<Frame>>, mark: Mark) {
         }
         let mut inside = frame.reach_inside(mark);
         inside.wake();
-        if mark == Mark::Cancelled {
-            frame.wake_fence();
-        }
+        frame.wake_fence();
         stack.append(&mut inside.nested);
     }
 }
