@@ -96,6 +96,9 @@ fn first_sigint_stops_new_pages_and_the_pages_in_flight_finish_within_the_grace(
         ],
     );
     crawl.wait_for(START, LIMIT);
+    // Let the first pages start (a signal before the crawl's scope is entered cancels it at
+    // entry: nothing is in flight to let finish).
+    std::thread::sleep(Duration::from_millis(100));
     crawl.signal("INT");
     let stopping = crawl.wait_for("stopping: ", LIMIT);
     assert!(
@@ -227,6 +230,7 @@ fn sigterm_stops_too_and_exits_143() {
         ],
     );
     crawl.wait_for(START, LIMIT);
+    std::thread::sleep(Duration::from_millis(100));
     crawl.signal("TERM");
     let (status, lines) = crawl.finish(LIMIT);
     assert_eq!(status.code(), Some(143), "{lines:?}");
