@@ -162,11 +162,11 @@ async fn serve(ex: Arc<Executor<'static>>, args: Arc<Args>) -> ExitCode {
         match &drained {
             Ok(()) => info!(
                 reasons = why(&requests.reasons()),
-                "stopped accepting; every request in flight finished within the grace period"
+                "drained: every request in flight finished within the grace period"
             ),
             Err(cut) => warn!(
                 reasons = why(cut.reasons()),
-                "stopped accepting; the grace period ran out and the requests left were cut"
+                "cut: the grace period ran out and the requests left were cut"
             ),
         }
         // The answers are on their way: the connections get `FLUSH` to send them.
