@@ -502,3 +502,89 @@ fn scope_entered_with_a_cx_of_a_finished_scope_runs_on_its_own() {
         assert_eq!(out, Ok(Ok(5)));
     });
 }
+
+/// Enters a scope in a child, with `cx` of a scope whose trigger has just fired, and returns
+/// the child: its scope's first poll must wait for the scope above (which has not looked at
+/// its triggers yet); `waited` turns true then. The scope's body returns 7.
+fn enter_while_the_owner_has_not_looked(
+    cx: &Cx,
+    waited: Arc<AtomicBool>,
+) -> async_fence::Child<Result<i32, async_fence::Cancelled>> {
+    let inner_cx = cx.clone();
+    cx.spawn(async move {
+        let inner = Fencing::new().scope();
+        let mut fence = std::pin::pin!(inner.fence(&inner_cx, |_| async { 7 }));
+        let mut first = true;
+        std::future::poll_fn(|task| {
+            let poll = fence.as_mut().poll(task);
+            if std::mem::take(&mut first) {
+                assert!(poll.is_pending(), "the scope did not wait for its ancestor");
+                waited.store(true, Ordering::SeqCst);
+            }
+            poll
+        })
+        .await
+    })
+}
+
+/// Spins, within the body's poll, until `waited` turns true.
+fn spin_until(waited: &AtomicBool) {
+    let start = Instant::now();
+    while !waited.load(Ordering::SeqCst) {
+        assert!(start.elapsed() < LIMIT, "the inner scope never ran");
+        std::thread::yield_now();
+    }
+}
+
+/// A scope entered while the trigger of an ancestor with a grace period has fired, but before
+/// the ancestor stopped, waits at entry; the stop must wake it, and it runs. It used to wait
+/// until the grace period ran out (a stop marked the scopes inside without waking their
+/// fences), so a request arriving with a SIGTERM was cut although it could finish in time.
+#[test]
+fn scope_waiting_at_entry_for_an_ancestor_that_stops_runs_its_body() {
+    run_pool(|cx| async move {
+        let flag = Flag::new();
+        let outer = on_flag(&flag, "stop")
+            .scope()
+            .grace(Duration::from_secs(60));
+        let f = flag.clone();
+        let result = within(
+            LIMIT,
+            outer.fence(&cx, |cx| async move {
+                f.set();
+                let waited = Arc::new(AtomicBool::new(false));
+                let child = enter_while_the_owner_has_not_looked(&cx, waited.clone());
+                spin_until(&waited);
+                child.await
+            }),
+        )
+        .await;
+        assert_eq!(result, Ok(Ok(Ok(7))));
+        assert!(!outer.is_cancelled());
+        assert_eq!(outer.reasons()[0].code(), &"stop");
+    });
+}
+
+/// The same with a guard that declines the trigger: the scope waiting at entry must be woken
+/// when its ancestor declines it. It used to wait forever.
+#[test]
+fn scope_waiting_at_entry_for_an_ancestor_that_declines_runs_its_body() {
+    run_pool(|cx| async move {
+        let flag = Flag::new();
+        let outer = on_flag(&flag, "stop").guard(|_| false).scope();
+        let f = flag.clone();
+        let result = within(
+            LIMIT,
+            outer.fence(&cx, |cx| async move {
+                f.set();
+                let waited = Arc::new(AtomicBool::new(false));
+                let child = enter_while_the_owner_has_not_looked(&cx, waited.clone());
+                spin_until(&waited);
+                child.await
+            }),
+        )
+        .await;
+        assert_eq!(result, Ok(Ok(Ok(7))));
+        assert_eq!(outer.declined()[0].code(), &"stop");
+    });
+}

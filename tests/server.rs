@@ -1,13 +1,8 @@
 //! The hyper integration on real sockets: a server on 127.0.0.1 with an ephemeral port, real
 //! clients (a raw `TcpStream`, and `curl` where it is installed) that hang up mid-request.
-//! The last test runs the `server` example as a child process and reads its log.
+//! The `server` example is run as a child process in `tests/shutdown.rs` and
+//! `tests/relay.rs`.
 #![cfg(feature = "hyper")]
-
-// The one test that runs the example stops it with SIGINT.
-#[cfg(all(unix, feature = "signal"))]
-mod common {
-    pub mod process;
-}
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -303,67 +298,4 @@ fn curl_giving_up_cancels_fenced_work() {
             assert_eq!(status.code(), Some(28));
         })
     });
-}
-
-#[cfg(all(unix, feature = "signal"))]
-#[test]
-fn server_example_logs_why_requests_were_cancelled_and_shuts_down_on_sigint() {
-    use common::process::Running;
-    let limit = Duration::from_secs(60);
-    let mut server = Running::start("server", &["--port", "0", "--work", "60s"]);
-    let listening = server.wait_for("listening on http://", limit);
-    let addr = listening
-        .trim_start_matches("listening on http://")
-        .to_owned();
-
-    // A client that hangs up: the log says "disconnect", and the audit log is still written.
-    let mut client = TcpStream::connect(&addr).unwrap();
-    client
-        .write_all(b"GET /generate?prompt=bye HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    server.wait_for("GET /generate?prompt=bye: started", limit);
-    drop(client);
-    let cancelled = server.wait_for("GET /generate?prompt=bye: cancelled after ", limit);
-    assert!(
-        cancelled.ends_with(": peer closed the connection (disconnect)"),
-        "{cancelled}"
-    );
-    server.wait_for("GET /generate?prompt=bye: audit log written", limit);
-
-    // A request in flight at Ctrl-C: cancelled by the shutdown, answered with 503.
-    let mut waiting = TcpStream::connect(&addr).unwrap();
-    waiting
-        .write_all(b"GET /generate?prompt=late HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    server.wait_for("GET /generate?prompt=late: started", limit);
-    server.signal("INT");
-    let mut response = String::new();
-    waiting.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
-        "{response}"
-    );
-    assert!(
-        response.ends_with("\r\n\r\nreceived SIGINT\n"),
-        "{response}"
-    );
-
-    let (status, lines) = server.finish(limit);
-    assert_eq!(status.code(), Some(0), "{lines:?}");
-    assert_eq!(lines.last().map(String::as_str), Some("bye"), "{lines:?}");
-    // The log lines of the handler and of the accept loop may come in either order.
-    for line in [
-        "shutting down: received SIGINT",
-        "GET /generate?prompt=late: audit log written",
-    ] {
-        assert!(lines.iter().any(|l| l == line), "{line:?} not in {lines:?}");
-    }
-    let cancelled = lines
-        .iter()
-        .find(|l| l.starts_with("GET /generate?prompt=late: cancelled after "))
-        .unwrap_or_else(|| panic!("{lines:?}"));
-    assert!(
-        cancelled.ends_with(": received SIGINT (shutdown)"),
-        "{cancelled}"
-    );
 }

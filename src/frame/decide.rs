@@ -224,7 +224,9 @@ impl Frame {
             }
             locked(&mut guard).record.panic.get_or_insert(payload);
         }
-        self.decide_or_add(vec![reason], &[]);
+        // One decision, one set of reasons: a panic in a scope that has decided already
+        // (a child whose `Drop` panics as it is torn down) resumes, but adds no reason.
+        let _ = self.decide(vec![reason]);
         Ok(())
     }
 
