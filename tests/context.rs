@@ -161,3 +161,29 @@ fn a_child_sees_its_scope_cancelled_through_its_cx_at_once() {
         assert_eq!(err.to_string(), "asked by a child");
     });
 }
+
+/// Issue 8, item 6 (C5): `cx.is_cancelled()` reads decisions only (lock-free, no clock): a
+/// flag set by another thread while a body never yields is not seen by it (v0.1's docs
+/// promised it was); `cx.check()` looks at the flag, makes the scope decide, and from then on
+/// `is_cancelled()` reads `true` and the fence returns `Err` with the flag's reason.
+#[test]
+fn is_cancelled_reads_decisions_only_and_check_looks_at_the_triggers() {
+    run(|cx| async move {
+        let flag = Flag::new();
+        let scope = on_flag(&flag, "stop").scope();
+        let f = flag.clone();
+        let err = scope
+            .fence(&cx, |cx| async move {
+                std::thread::spawn(move || f.set()).join().unwrap();
+                assert!(!cx.is_cancelled(), "is_cancelled looked at a trigger");
+                let err = cx.check().expect_err("check did not see the flag");
+                assert!(cx.is_cancelled());
+                Err::<(), _>(err)
+            })
+            .await
+            .unwrap_err();
+        let codes: Vec<&str> = err.reasons().iter().map(|r| r.code().as_str()).collect();
+        assert_eq!(codes, ["stop"]);
+        assert!(scope.is_cancelled());
+    });
+}

@@ -7,6 +7,7 @@ mod common {
     pub mod hold;
     pub mod leaks;
     pub mod live;
+    pub mod poll;
     pub mod reasons;
     pub mod run;
     pub mod within;
@@ -20,6 +21,7 @@ use async_fence::{on_flag, on_timeout, Fencing, Flag, ReasonKind};
 use async_io::Timer;
 use common::hold::hold_forever;
 use common::live::Live;
+use common::poll::poll_once;
 use common::reasons::{codes, manual};
 use common::run::run;
 use common::within::{within, LIMIT};
@@ -221,5 +223,44 @@ fn is_cancelled_is_true_exactly_when_fence_returned_err() {
                 .await;
             assert_eq!(result.is_err(), scope.is_cancelled(), "delay {delay}ms");
         }
+    });
+}
+
+/// Issue 8, item 7 (C2): `Scope::is_cancelled()` says whether the scope *decided*. A cancel
+/// that takes effect makes it `true` at once, and a fence dropped before it returned keeps
+/// that; a fence that returned `Ok` never reads cancelled, whatever fires after it.
+#[test]
+fn is_cancelled_says_whether_the_scope_decided() {
+    run(|cx| async move {
+        struct Unused;
+        impl std::task::Wake for Unused {
+            fn wake(self: Arc<Self>) {}
+        }
+        let waker = std::task::Waker::from(Arc::new(Unused));
+        let scope = Fencing::new().scope();
+        let mut fence = Box::pin(scope.fence(&cx, |_| future::pending::<()>()));
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        assert!(!scope.is_cancelled());
+        scope.cancel(manual("stop", "stop"));
+        assert!(
+            scope.is_cancelled(),
+            "a cancel that took effect is not a decision"
+        );
+        drop(fence); // dropped before it returned
+        assert!(scope.is_cancelled(), "a dropped fence forgot its decision");
+        assert_eq!(
+            codes(&async_fence::Cancelled::new(scope.reasons()[0].clone())),
+            ["stop"]
+        );
+
+        let flag = Flag::new();
+        let done = on_flag(&flag, "late").scope();
+        assert_eq!(done.fence(&cx, |_| async { 1 }).await, Ok(1));
+        flag.set();
+        done.cancel(manual("later", "later"));
+        assert!(
+            !done.is_cancelled(),
+            "a fence that returned Ok reads cancelled"
+        );
     });
 }
