@@ -328,6 +328,45 @@ fn an_earlier_inner_deadline_cancels_only_the_inner_scope() {
     });
 }
 
+#[test]
+fn a_scope_entered_after_a_trigger_owned_above_fired_waits_and_goes_with_its_owner() {
+    run(|cx| async move {
+        let stop = Flag::new();
+        let s = stop.clone();
+        let started = Arc::new(AtomicUsize::new(0));
+        let (st1, st2) = (started.clone(), started.clone());
+        let outer = on_flag(&stop, "stop").scope();
+        let err = outer.fence(&cx, |cx| async move {
+            s.set();
+            // In a child, entered before the outer fence looked again.
+            let (cx2, s2) = (cx.clone(), s.clone());
+            cx.spawn(async move {
+                let _ = on_flag(&s2, "inner")
+                    .scope()
+                    .fence(&cx2, move |_| {
+                        st2.fetch_add(1, Ordering::SeqCst);
+                        future::pending::<()>()
+                    })
+                    .await;
+                unreachable!("dropped with the outer scope")
+            })
+            .detach();
+            // And in the body, at once.
+            let _ = on_flag(&s, "inner")
+                .scope()
+                .fence(&cx, move |_| {
+                    st1.fetch_add(1, Ordering::SeqCst);
+                    future::pending::<()>()
+                })
+                .await;
+            unreachable!("dropped with the outer scope")
+        });
+        let err = within(LIMIT, err).await.unwrap_err();
+        assert_eq!(codes(&err), ["stop"]);
+        assert_eq!(started.load(Ordering::SeqCst), 0, "no inner body started");
+    });
+}
+
 // --- C2: Scope::is_cancelled -----------------------------------------------------------------
 
 #[test]

@@ -632,6 +632,91 @@ fn when_the_grace_period_runs_out_the_scope_cancels_with_a_grace_reason() {
 }
 
 #[test]
+fn with_grace_children_that_outlive_the_body_and_the_grace_period_are_cut() {
+    run(|cx| async move {
+        let drain = Flag::new();
+        let d = drain.clone();
+        let live = Live::default();
+        let l = live.clone();
+        let scope = on_flag(&drain, "drain")
+            .scope()
+            .grace(Duration::from_millis(20));
+        let err = within(
+            LIMIT,
+            scope.fence(&cx, |cx| async move {
+                cx.spawn(hold_forever(l.track())).detach();
+                d.set();
+                cx.stopping().await;
+                "the body is done, a child is not"
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(codes(&err), ["drain", "grace"]);
+        assert_eq!(live.count(), 0);
+    });
+}
+
+#[test]
+fn a_trigger_while_joining_with_grace_stops_and_children_that_finish_give_ok() {
+    run(|cx| async move {
+        let drain = Flag::new();
+        let d = drain.clone();
+        let scope = on_flag(&drain, "drain")
+            .scope()
+            .grace(Duration::from_secs(600));
+        let scope_ref = &scope;
+        let out = within(
+            LIMIT,
+            scope.fence(&cx, |cx| async move {
+                let child_cx = cx.clone();
+                cx.spawn(async move {
+                    Timer::after(Duration::from_millis(5)).await;
+                    d.set();
+                    child_cx.stopping().await;
+                    Timer::after(Duration::from_millis(5)).await;
+                })
+                .detach();
+                assert!(!scope_ref.is_stopping());
+                "the body returns first"
+            }),
+        )
+        .await;
+        assert_eq!(out, Ok("the body returns first"));
+        assert_eq!(codes_of(&scope.reasons()), ["drain"]);
+        assert!(!scope.is_cancelled());
+    });
+}
+
+#[test]
+fn stop_and_cancel_from_another_thread_take_effect_when_they_return() {
+    run(|cx| async move {
+        let scope = Arc::new(Fencing::new().scope().grace(Duration::from_secs(600)));
+        let (tx, rx) = async_channel::unbounded();
+        let remote = scope.clone();
+        let err = within(
+            LIMIT,
+            scope.fence(&cx, |_| async move {
+                let thread = std::thread::spawn(move || {
+                    remote.stop(manual("drain", "from a thread"));
+                    let stopping = remote.is_stopping() && !remote.is_cancelled();
+                    remote.cancel(manual("cut", "from a thread too"));
+                    (stopping, remote.is_cancelled())
+                });
+                tx.send(thread).await.unwrap();
+                future::pending::<()>().await
+            }),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(codes(&err), ["drain", "cut"]);
+        let thread = rx.try_recv().unwrap();
+        let answers = blocking::unblock(move || thread.join().unwrap()).await;
+        assert_eq!(answers, (true, true), "each took effect when it returned");
+    });
+}
+
+#[test]
 fn a_different_trigger_during_the_grace_period_cancels_at_once() {
     run(|cx| async move {
         let (drain, hard) = (Flag::new(), Flag::new());
