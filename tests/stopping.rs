@@ -600,24 +600,25 @@ fn when_the_grace_period_runs_out_the_scope_cancels_with_a_grace_reason() {
         let live = Live::default();
         let l = live.clone();
         let grace = Duration::from_millis(30);
-        let stopped_at = Arc::new(Mutex::new(None::<Instant>));
-        let s = stopped_at.clone();
+        let set_at = Arc::new(Mutex::new(None::<Instant>));
+        let s = set_at.clone();
         let scope = on_flag(&drain, "drain").scope().grace(grace);
         let err = within(
             LIMIT,
             scope.fence(&cx, |cx| async move {
                 cx.spawn(hold_forever(l.track())).detach();
+                // The stop comes after this instant.
+                *s.lock().unwrap() = Some(Instant::now());
                 d.set();
                 cx.stopping().await;
-                *s.lock().unwrap() = Some(Instant::now());
                 hold_forever(l.track()).await
             }),
         )
         .await
         .unwrap_err();
-        let stopped_at = stopped_at.lock().unwrap().unwrap();
+        let set_at = set_at.lock().unwrap().unwrap();
         assert!(
-            stopped_at.elapsed() >= grace,
+            set_at.elapsed() >= grace,
             "not cut before the grace period ran out"
         );
         assert_eq!(live.count(), 0);
