@@ -229,11 +229,11 @@ fn check_with_grace_sees_the_stop_and_then_the_cut() {
             .grace(Duration::from_millis(30));
         let (tx, rx) = async_channel::bounded(1);
         let err = scope.fence(&cx, |cx| async move {
+            // In the body, before it yields: the fence cannot look at the same time.
+            d.set();
+            let first = cx.check();
+            let (stopping, cancelled) = (cx.is_stopping(), cx.is_cancelled());
             cx.unblock(move |cx| {
-                d.set();
-                let first = cx.check();
-                let stopping = cx.is_stopping();
-                let cancelled = cx.is_cancelled();
                 let start = Instant::now();
                 let last = loop {
                     match cx.check() {
