@@ -272,14 +272,12 @@ fn check_during_grace_sees_a_different_trigger_at_once() {
             .grace(Duration::from_secs(600));
         let (tx, rx) = async_channel::bounded(1);
         let err = scope.fence(&cx, |cx| async move {
-            cx.unblock(move |cx| {
-                d.set();
-                let first = cx.check();
-                h.set();
-                let second = cx.check();
-                let _ = tx.try_send((first, second));
-            })
-            .detach();
+            // In the body, before it yields: the fence cannot look at the same time.
+            d.set();
+            let first = cx.check();
+            h.set();
+            let second = cx.check();
+            let _ = tx.try_send((first, second));
             future::pending::<()>().await
         });
         let err = within(LIMIT, err).await.unwrap_err();
