@@ -941,7 +941,6 @@ fn snapshots_taken_from_inside_the_tree_never_deadlock() {
 }
 
 #[test]
-#[ignore = "bug: a snapshot taken while the scope is being entered shows it unnamed (\"_\"): ENTERED is set before the entry that holds the name"]
 fn a_snapshot_taken_during_entry_shows_the_name() {
     run(|cx| async move {
         for round in 0..20 {
