@@ -42,28 +42,30 @@ pub(crate) struct Armed {
     slots: Slots,
 }
 
-/// The earliest time trigger.
+/// The earliest time trigger (kept small: an entered scope holds it in its heap).
 enum Time {
     /// None can fire, or it was settled.
     None,
     /// An enclosing scope's deadline comes first: `(index, at)` is armed only if that scope
     /// stops covering it.
-    Covered(usize, Instant),
+    Covered(u32, Instant),
     Armed(TimeSlot),
 }
 
 struct TimeSlot {
-    index: usize,
+    timer: Option<Timer>,
     at: Instant,
-    timer: Option<(Timer, Token)>,
+    index: u32,
     fired: bool,
+    /// Counts the timer while it exists (see `instrument`).
+    counted: Option<Token>,
 }
 
 /// The slots of the triggers, kept inline for a fencing of one trigger.
 enum Slots {
     None,
     One(Slot),
-    Many(Vec<Slot>),
+    Many(Box<[Slot]>),
 }
 
 enum Slot {
@@ -76,7 +78,7 @@ enum Slot {
     Flag(Listening),
     When(MessageFuture),
     /// A custom trigger's message once its future resolved (invariant 4).
-    Fired(String),
+    Fired(Box<str>),
 }
 
 /// How [`Armed::fired`] looks.
@@ -117,9 +119,9 @@ impl Armed {
         let time = match now.and_then(|now| earliest(triggers, now)) {
             None => Time::None,
             Some((index, at)) if cover.deadline().is_some_and(|above| above <= at) => {
-                Time::Covered(index, at)
+                Time::Covered(index_u32(index), at)
             }
-            Some((index, at)) => Time::armed(index, at),
+            Some((index, at)) => Time::armed(index_u32(index), at),
         };
         let slot = |t: &Trigger| match t {
             Trigger::Time(_) => Slot::Time,
@@ -207,7 +209,7 @@ impl Armed {
 
     /// Stops watching trigger `index`: it was recorded or declined (invariant 4).
     pub(crate) fn settle(&mut self, index: usize) {
-        if matches!(&self.time, Time::Armed(slot) if slot.index == index) {
+        if matches!(&self.time, Time::Armed(slot) if slot.index as usize == index) {
             self.time = Time::None;
         }
         if let Some(slot) = self.slots.get_mut(index) {
@@ -227,7 +229,7 @@ impl Armed {
         let Time::Armed(slot) = &mut self.time else {
             return false;
         };
-        if slot.index != index {
+        if slot.index as usize != index {
             return false;
         }
         if slot.fired {
@@ -240,12 +242,13 @@ impl Armed {
         if !register && slot.timer.is_none() {
             return false;
         }
-        let (timer, _) = slot
-            .timer
-            .get_or_insert_with(|| (Timer::at(slot.at), Token::new(Kind::Timer)));
+        let at = slot.at;
+        let timer = slot.timer.get_or_insert_with(|| Timer::at(at));
+        slot.counted.get_or_insert_with(|| Token::new(Kind::Timer));
         if Pin::new(timer).poll(cx).is_ready() {
             slot.fired = true;
             slot.timer = None;
+            slot.counted = None;
         }
         slot.fired
     }
@@ -258,7 +261,7 @@ impl Armed {
         match slot {
             Slot::When(fut) => match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
                 Ok(Poll::Ready(message)) => {
-                    *slot = Slot::Fired(message.clone());
+                    *slot = Slot::Fired(message.clone().into());
                     Ok(Some(message))
                 }
                 Ok(Poll::Pending) => Ok(None),
@@ -267,21 +270,28 @@ impl Armed {
                     Err(panic)
                 }
             },
-            Slot::Fired(message) => Ok(Some(message.clone())),
+            Slot::Fired(message) => Ok(Some(message.to_string())),
             Slot::Time | Slot::Covered | Slot::Done | Slot::Flag(_) => Ok(None),
         }
     }
 }
 
 impl Time {
-    fn armed(index: usize, at: Instant) -> Time {
+    fn armed(index: u32, at: Instant) -> Time {
         Time::Armed(TimeSlot {
+            counted: None,
             index,
             at,
             timer: None,
             fired: false,
         })
     }
+}
+
+/// A trigger's index, small: a fencing has fewer than 2^32 triggers (its flattened list
+/// would not fit in memory otherwise).
+fn index_u32(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX)
 }
 
 impl Slots {

@@ -206,7 +206,8 @@ impl Snapshot {
     }
 
     /// The earliest deadline that applies inside the scope (as
-    /// [`Cx::deadline`](crate::Cx::deadline) there, without the bound fencing).
+    /// [`Cx::deadline`](crate::Cx::deadline) in its body: its own and enclosing scopes' time
+    /// triggers, and the fencing bound in the `Cx` it was entered with).
     ///
     /// # Examples
     ///

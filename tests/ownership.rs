@@ -359,7 +359,6 @@ fn a_scope_entered_after_a_trigger_owned_above_fired_waits_and_goes_with_its_own
 }
 
 #[test]
-#[ignore = "bug: a scope entered in a child while its owner is deciding starts its body (rule 3): owner_pending (frame/check.rs) counts a DECIDING owner as done before the decision marks the scope"]
 fn a_scope_entered_in_a_child_after_a_trigger_owned_above_fired_never_starts() {
     run(|cx| async move {
         // A race: the outer fence decides on one thread while a child enters on another.

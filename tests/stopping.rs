@@ -735,7 +735,6 @@ fn stop_and_cancel_from_another_thread_take_effect_when_they_return() {
 }
 
 #[test]
-#[ignore = "bug: a trigger seen at once by the fence and by Cx::check on another thread cancels a scope with grace instead of stopping it: Frame::fire decides after the other look stopped (Stop::AlreadyStopping)"]
 fn a_trigger_seen_by_the_fence_and_by_check_at_once_only_stops_a_scope_with_grace() {
     run_pool(|cx| async move {
         for round in 0..300 {

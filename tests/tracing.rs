@@ -470,7 +470,6 @@ fn a_decline_emits_one_event() {
 }
 
 #[test]
-#[ignore = "bug: a scope cancelled before entry emits its event with scope \"_\", not its path"]
 fn the_event_of_a_scope_cancelled_before_entry_names_its_path() {
     traced(|| {
         let path = run(|cx| async move {

@@ -623,7 +623,6 @@ fn a_snapshot_shows_the_live_tree_in_entry_order() {
 }
 
 #[test]
-#[ignore = "bug: Snapshot::deadline leaves out the bound fencing's deadline that Cx::deadline includes inside the scope"]
 fn a_snapshot_deadline_is_the_one_cx_deadline_gives_inside() {
     run(|cx| async move {
         let at = Instant::now() + Duration::from_secs(600);

@@ -148,11 +148,14 @@ impl Frame {
     }
 }
 
-/// `true` while `owner` has yet to act on a fired trigger that `pick` picks: it is still
-/// running, has neither stopped nor decided, and has not declined it.
+/// `true` while a scope entered below `owner` must wait for it about a fired trigger that
+/// `pick` picks: `owner` is running and either has decided (it drops everything inside it;
+/// its mark may not have reached the scope waiting yet) or has yet to act on the trigger
+/// (neither stopped nor declined it).
 fn owner_pending(owner: &Weak<Frame>, pick: impl Fn(&Trigger) -> bool) -> bool {
     owner.upgrade().is_some_and(|o| {
         let bits = o.state();
-        !bits.is_finished() && !bits.is_stopping_inside() && !o.has_settled(pick)
+        !bits.is_finished()
+            && (bits.is_cancelled_inside() || (!bits.is_stopping_inside() && !o.has_settled(pick)))
     })
 }

@@ -41,7 +41,13 @@ impl Frame {
         let path = self.path();
         let mut inside = {
             let mut guard = self.lock();
-            if self.state.begin_deciding() != Decide::Begun {
+            let news = settled.is_empty()
+                || guard
+                    .as_ref()
+                    .map_or(true, |l| settled.iter().any(|i| !l.record.is_settled(*i)));
+            // Triggers already recorded (the fence and `check` saw them at once, and the
+            // other one stopped the scope for them) decide nothing.
+            if !news || self.state.begin_deciding() != Decide::Begun {
                 return false;
             }
             let locked = locked(&mut guard);
@@ -49,7 +55,10 @@ impl Frame {
             locked
                 .record
                 .add(reasons.into_iter().map(|r| recorded(r, &path)));
-            trace::emit(Event::Cancelled, path.as_deref(), &locked.record.reasons);
+            if path.is_some() {
+                // Before entry the scope has no path yet: `freeze` tells then.
+                trace::emit(Event::Cancelled, path.as_deref(), &locked.record.reasons);
+            }
             // The children stop on `DECIDING` already (they read `is_cancelled_inside`).
             Inside::reach(locked, Mark::Cancelled)
         };
@@ -120,7 +129,12 @@ impl Frame {
             // One decision: a trigger racing another decision is not added to it.
             self.settle(&indices);
         }
-        Fired::Cancelled
+        let bits = self.state();
+        if bits.is_stopping() && !bits.is_deciding_or_decided() {
+            Fired::Stopped
+        } else {
+            Fired::Cancelled
+        }
     }
 
     /// Decides with `reasons`, or, if another decision came first, adds them after its
@@ -184,6 +198,8 @@ impl Frame {
             return;
         }
         let record = &mut locked(&mut guard).record;
+        // A decision taken before entry was not told yet: it had no path.
+        let untold = record.reasons.iter().any(|r| r.scope().is_none());
         for (index, reason) in accepted {
             if !record.is_settled(index) {
                 record.settle(index);
@@ -192,6 +208,9 @@ impl Frame {
         }
         let reasons = std::mem::take(&mut record.reasons);
         record.reasons = reasons.into_iter().map(|r| recorded(r, &path)).collect();
+        if untold && path.is_some() {
+            trace::emit(Event::Cancelled, path.as_deref(), &record.reasons);
+        }
         self.state.freeze();
     }
 

@@ -20,6 +20,7 @@ impl Frame {
     pub(crate) fn enter_below(
         self: &Arc<Self>,
         parent: Option<Arc<Frame>>,
+        bound: Option<Instant>,
         location: &'static Location<'static>,
     ) {
         let above = Above(parent.as_ref().and_then(|p| p.entry()));
@@ -31,7 +32,9 @@ impl Frame {
             Some(at) => Some(Applying { at, owner: me }),
             None => above.applying().cloned(),
         };
-        let key = parent.as_ref().and_then(|p| p.register_nested(self));
+        let key = (parent.as_ref())
+            .and_then(|p| p.register_nested(self))
+            .and_then(|key| u32::try_from(key).ok());
         let entry = Entry {
             parent,
             key,
@@ -39,6 +42,7 @@ impl Frame {
             span: crate::trace::span(self.config.name.as_deref()),
             watch,
             deadline,
+            bound,
             entered_at: now.unwrap_or_else(Instant::now),
             location,
         };
@@ -76,7 +80,7 @@ impl Frame {
     /// Leaves every scope this one registered with (its parent, and those it relinked to).
     pub(crate) fn leave(&self) {
         if let Some((parent, key)) = self.entry().and_then(|e| e.parent.as_ref().zip(e.key)) {
-            parent.unregister(key);
+            parent.unregister(key as usize);
         }
         let relinks = self
             .lock()

@@ -22,11 +22,14 @@ pub(crate) struct Entry<F> {
     /// The nearest enclosing scope in force at entry (live, or cancelled and returned).
     pub(crate) parent: Option<Arc<F>>,
     /// This scope's key among the parent's members, if the parent took it.
-    pub(crate) key: Option<usize>,
+    pub(crate) key: Option<u32>,
     /// The flags and custom triggers watched by this scope and the live scopes above it.
     pub(crate) watch: WatchSet<Watched<F>>,
     /// The earliest deadline that applies inside this scope, and the scope that owns it.
     pub(crate) deadline: Option<Applying<F>>,
+    /// The earliest deadline of the fencing bound in the `Cx` the scope was entered with,
+    /// which its body's `Cx` carries (for `Snapshot::deadline`, as `Cx::deadline` inside).
+    pub(crate) bound: Option<Instant>,
     pub(crate) entered_at: Instant,
     /// The `fence` call that entered it.
     pub(crate) location: &'static Location<'static>,

@@ -76,7 +76,10 @@ impl Frame {
             bits: self.state(),
             name: self.config.name.clone(),
             entered_at: entry.map(|e| e.entered_at),
-            deadline: self.deadline(),
+            deadline: match (self.deadline(), entry.and_then(|e| e.bound)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             children,
             reasons,
             nested,

@@ -203,12 +203,10 @@ where
                  make a new one with `Fencing::scope` for each region"
             );
         }
-        let parent = self
-            .body
-            .caller()
-            .and_then(|cx| cx.frame.as_ref())
-            .and_then(in_force);
-        self.frame.enter_below(parent, self.location);
+        let caller = self.body.caller();
+        let parent = caller.and_then(|cx| cx.frame.as_ref()).and_then(in_force);
+        let bound = caller.and_then(|cx| cx.fencing().earliest_deadline());
+        self.frame.enter_below(parent, bound, self.location);
         *self.live = Some(Token::new(Kind::Frame));
         Next::To(Step::Admit)
     }
