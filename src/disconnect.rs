@@ -476,8 +476,8 @@ impl AsyncWrite for WatchedStream {
     }
 }
 
-/// hyper reads through smol-hyper's `FuturesIo`, which fills hyper's buffer from the
-/// [`AsyncRead`] above: the read-ahead buffer first, then the socket (invariant 1).
+// hyper reads through smol-hyper's `FuturesIo`, which fills hyper's buffer from the
+// `AsyncRead` above: the read-ahead buffer first, then the socket (invariant 1).
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 impl hyper::rt::Read for WatchedStream {
@@ -491,8 +491,8 @@ impl hyper::rt::Read for WatchedStream {
     }
 }
 
-/// hyper writes through the [`AsyncWrite`] above, vectored (smol-hyper's `FuturesIo` does not
-/// say its writes are vectored, which would make hyper copy each body into its own buffer).
+// hyper writes through the `AsyncWrite` above, vectored. Not through `FuturesIo`: it does not
+// say its writes are vectored, and hyper would then copy each body into its own buffer.
 #[cfg(feature = "hyper")]
 #[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 impl hyper::rt::Write for WatchedStream {
