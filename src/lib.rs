@@ -125,6 +125,8 @@
 //!   `Write` for [`WatchedStream`], on hyper 1.x (`server`, `http1`) with no adapter crate.
 //!   hyper itself depends on tokio's `sync` module (no tokio runtime is used).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(docsrs, doc(auto_cfg(hide(loom))))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -158,8 +160,10 @@ pub use flag::{Flag, Wait};
 pub use reason::{Cancelled, Code, Reason, ReasonKind};
 pub use scope::{Fence, Scope};
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use service::{serve_connection, FencedService, Respond, DISCONNECT};
 #[cfg(feature = "signal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub use signal::{shutdown_on, signal_name, NextSignal, Shutdown};
 
 /// Live counts of timers, flag listeners, entered scopes and child futures, for the crate's

@@ -64,6 +64,7 @@ const FORBIDDEN: [Signal; 5] = [
 /// }))
 /// .unwrap();
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub fn shutdown_on(
     signals: impl IntoIterator<Item = Signal>,
     executor: &Executor<'static>,
@@ -117,6 +118,7 @@ pub fn shutdown_on(
 /// }))
 /// .unwrap();
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub struct Shutdown {
     flag: Flag,
     first: Arc<OnceLock<Signal>>,
@@ -279,13 +281,22 @@ async fn wait_first(
             flag.set_with(ReasonKind::Signal, format!("received {}", name(signal)));
         }
         Some(Some(Err(e))) => return Err(e),
-        Some(None) => return Err(io::Error::other("the signal stream ended")),
+        Some(None) => return Err(stream_ended()),
         None => {}
     }
     Ok(signals)
 }
 
+/// The error of a signal stream that ended, should async-signal's ever end.
+///
+/// `io::Error::new(Other, ..)` rather than `io::Error::other`, which needs Rust 1.74: the
+/// crate's code stays within its `rust-version`.
+fn stream_ended() -> io::Error {
+    io::Error::new(io::ErrorKind::Other, "the signal stream ended")
+}
+
 /// The future of [`Shutdown::next_signal`].
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct NextSignal<'a> {
     shutdown: &'a mut Shutdown,
@@ -309,9 +320,7 @@ impl Future for NextSignal<'_> {
                 Stage::Listening(signals) => {
                     return match Pin::new(signals).poll_next(cx) {
                         Poll::Ready(Some(result)) => Poll::Ready(result),
-                        Poll::Ready(None) => {
-                            Poll::Ready(Err(io::Error::other("the signal stream ended")))
-                        }
+                        Poll::Ready(None) => Poll::Ready(Err(stream_ended())),
                         Poll::Pending => Poll::Pending,
                     }
                 }
@@ -355,6 +364,7 @@ impl fmt::Debug for Shutdown {
 /// assert_eq!(async_fence::signal_name(Signal::Int), "SIGINT");
 /// assert_eq!(async_fence::signal_name(Signal::Alarm), "SIGALRM");
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub fn signal_name(signal: Signal) -> &'static str {
     name(signal)
 }
