@@ -29,7 +29,6 @@ use crate::flag::Flag;
 use crate::reason::ReasonKind;
 
 /// The code of the disconnect trigger that [`FencedService`] binds: `"disconnect"`.
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub const DISCONNECT: &str = "disconnect";
 
 /// The message of a disconnect noticed because hyper dropped the response.
@@ -96,7 +95,6 @@ const RESPONSE_DROPPED: &str = "client went away before the response was sent";
 ///     );
 /// }));
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub struct FencedService<H> {
     cx: Cx,
     disconnected: Flag,
@@ -199,7 +197,6 @@ impl<H> fmt::Debug for FencedService<H> {
 /// Dropping it before the handler finished does not cancel the handler: it sets the
 /// disconnect flag (the client is gone) and lets the handler's task run to its end, so its
 /// unfenced parts still complete.
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Respond<T, E> {
     task: Option<Task<Result<T, E>>>,
@@ -298,7 +295,6 @@ impl<T, E> fmt::Debug for Respond<T, E> {
 /// }))
 /// .unwrap();
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub fn serve_connection<H, Fut, B, E>(
     cx: &Cx,
     stream: Async<TcpStream>,

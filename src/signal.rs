@@ -64,7 +64,6 @@ const FORBIDDEN: [Signal; 5] = [
 /// }))
 /// .unwrap();
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub fn shutdown_on(
     signals: impl IntoIterator<Item = Signal>,
     executor: &Executor<'static>,
@@ -118,7 +117,6 @@ pub fn shutdown_on(
 /// }))
 /// .unwrap();
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub struct Shutdown {
     flag: Flag,
     first: Arc<OnceLock<Signal>>,
@@ -296,7 +294,6 @@ fn stream_ended() -> io::Error {
 }
 
 /// The future of [`Shutdown::next_signal`].
-#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct NextSignal<'a> {
     shutdown: &'a mut Shutdown,
@@ -364,7 +361,6 @@ impl fmt::Debug for Shutdown {
 /// assert_eq!(async_fence::signal_name(Signal::Int), "SIGINT");
 /// assert_eq!(async_fence::signal_name(Signal::Alarm), "SIGALRM");
 /// ```
-#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub fn signal_name(signal: Signal) -> &'static str {
     name(signal)
 }
