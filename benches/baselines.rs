@@ -1,9 +1,9 @@
 //! async-fence next to the baselines a user would compare it with, one criterion group per
 //! case, both sides in the same group and the same process.
 //!
-//! Run: `cargo bench --bench baselines`; `benches/report.py` turns the results into the table
-//! of `benches/README.md`. Every group is configured short (1 s warm-up, 3 s measurement), for
-//! a 2-core machine shared with compilers.
+//! Run: `cargo bench -p async-fence-benches --bench baselines`; `benches/report.py` turns the
+//! results into the table of `benches/README.md`. Every group is configured short (1 s
+//! warm-up, 3 s measurement), for a 2-core machine shared with compilers.
 //!
 //! What one iteration includes is said at each group. Futures that need no executor are
 //! polled by hand with a waker like an executor's (cloning it is one reference count), so the

@@ -3,7 +3,8 @@
 //!
 //! `benches/instructions.sh` runs every case under `valgrind --tool=callgrind` with N and 2N
 //! iterations and reports the difference divided by N. Run alone
-//! (`cargo bench --bench instructions`) it only checks that every case runs.
+//! (`cargo bench -p async-fence-benches --bench instructions`) it only checks that every case
+//! runs.
 
 mod cases;
 

@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iters=${1:-10000}
-bin=$(cargo bench --bench instructions --no-run --message-format=json 2>/dev/null \
+bin=$(cargo bench -p async-fence-benches --bench instructions --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 total() {
   local out

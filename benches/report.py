@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the table of benches/README.md from criterion's results of the last run.
 
-Usage: cargo bench --bench baselines && python3 benches/report.py
+Usage: cargo bench -p async-fence-benches --bench baselines && python3 benches/report.py
 Reads target/criterion/<group>/<id>/new/estimates.json (median point estimates).
 """
 import json

@@ -509,27 +509,25 @@ impl AsyncWrite for WatchedStream {
     }
 }
 
+// hyper reads through smol-hyper's `FuturesIo`, which fills hyper's buffer from the
+// `AsyncRead` above: the read-ahead buffer first, then the socket (invariant 1).
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 impl hyper::rt::Read for WatchedStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut chunk = [0u8; CHUNK];
-        let want = buf.remaining().min(CHUNK);
-        match self.poll_read_into(cx, &mut chunk[..want]) {
-            Poll::Ready(Ok(n)) => {
-                buf.put_slice(&chunk[..n]);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
+        let mut io = smol_hyper::rt::FuturesIo::new(self.get_mut());
+        hyper::rt::Read::poll_read(Pin::new(&mut io), cx, buf)
     }
 }
 
+// hyper writes through the `AsyncWrite` above, vectored. Not through `FuturesIo`: it does not
+// say its writes are vectored, and hyper would then copy each body into its own buffer.
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 impl hyper::rt::Write for WatchedStream {
     fn poll_write(
         self: Pin<&mut Self>,

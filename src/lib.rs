@@ -61,6 +61,23 @@
 //! }));
 //! ```
 //!
+//! # Features
+//!
+//! None is on by default. The core needs async-executor, async-io, async-task,
+//! event-listener, futures-lite, pin-project-lite and slab, and builds with Rust 1.71 (the
+//! crate's `rust-version`: what those dependencies declare).
+//!
+//! - `signal`: `Shutdown`, `shutdown_on`, `signal_name` and `NextSignal`, on async-signal.
+//!   Unix signals; on Windows async-signal supports only Ctrl-C (`Signal::Int`). Needs
+//!   Rust 1.85 with async-signal 0.2.14, the latest release (it declares 1.85); on 1.71 to
+//!   1.84, use async-signal 0.2.13 (`cargo update -p async-signal --precise 0.2.13`; Cargo's
+//!   MSRV-aware resolver, the default of `resolver = "3"`, picks it by itself).
+//! - `hyper`: `FencedService`, `Respond`, `serve_connection` and `DISCONNECT`, and hyper's
+//!   `Read` and `Write` for [`WatchedStream`] (reads through smol-hyper's `FuturesIo`), on
+//!   hyper 1.x with its `server` and `http1` features. hyper depends on tokio's `sync`
+//!   module (no tokio runtime is used), and tokio 1.54, the latest release, declares Rust
+//!   1.85; on 1.71 to 1.84, use tokio 1.53 (`cargo update -p tokio --precise 1.53.3`).
+//!
 //! # The contract
 //!
 //! 1. **Timeouts and deadlines.** A relative timeout is anchored when its fencing is bound
@@ -116,18 +133,9 @@
 //! The examples are programs to run: `examples/crawl.rs` (a CLI with a progress bar, a time
 //! budget and Ctrl-C) and `examples/server.rs` (a hyper server that logs why requests were
 //! cancelled).
-//!
-//! # Features
-//!
-//! The core needs only async-io, async-executor, event-listener and futures-lite.
-//!
-//! - `signal`: `Shutdown`, `shutdown_on` and `signal_name`, on async-signal. Unix
-//!   signals; on Windows async-signal supports only Ctrl-C (`Signal::Int`). async-signal
-//!   needs Rust 1.85.
-//! - `hyper`: `FencedService`, `Respond`, `serve_connection` and hyper's `Read` and
-//!   `Write` for [`WatchedStream`], on hyper 1.x (`server`, `http1`) with no adapter crate.
-//!   hyper itself depends on tokio's `sync` module (no tokio runtime is used).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(docsrs, doc(auto_cfg(hide(loom))))]
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -180,8 +188,10 @@ pub use reason::{Reason, ReasonKind};
 pub use run::Run;
 pub use scope::{Fence, Scope};
 #[cfg(feature = "hyper")]
+#[cfg_attr(docsrs, doc(cfg(feature = "hyper")))]
 pub use service::{serve_connection, FencedService, Respond, DISCONNECT};
 #[cfg(feature = "signal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "signal")))]
 pub use signal::{shutdown_on, signal_name, NextSignal, Shutdown};
 pub use snapshot::{ScopeState, Snapshot};
 pub use stopping::Stopping;

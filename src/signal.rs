@@ -279,10 +279,18 @@ async fn wait_first(
             flag.set_with(ReasonKind::Signal, format!("received {}", name(signal)));
         }
         Some(Some(Err(e))) => return Err(e),
-        Some(None) => return Err(io::Error::other("the signal stream ended")),
+        Some(None) => return Err(stream_ended()),
         None => {}
     }
     Ok(signals)
+}
+
+/// The error of a signal stream that ended, should async-signal's ever end.
+///
+/// `io::Error::new(Other, ..)` rather than `io::Error::other`, which needs Rust 1.74: the
+/// crate's code stays within its `rust-version`.
+fn stream_ended() -> io::Error {
+    io::Error::new(io::ErrorKind::Other, "the signal stream ended")
 }
 
 /// The future of [`Shutdown::next_signal`].
@@ -309,9 +317,7 @@ impl Future for NextSignal<'_> {
                 Stage::Listening(signals) => {
                     return match Pin::new(signals).poll_next(cx) {
                         Poll::Ready(Some(result)) => Poll::Ready(result),
-                        Poll::Ready(None) => {
-                            Poll::Ready(Err(io::Error::other("the signal stream ended")))
-                        }
+                        Poll::Ready(None) => Poll::Ready(Err(stream_ended())),
                         Poll::Pending => Poll::Pending,
                     }
                 }

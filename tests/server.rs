@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use async_executor::Executor;
-use async_fence::{serve_connection, Cancelled, Cx, ReasonKind};
+use async_fence::{serve_connection, Cancelled, Cx, ReasonKind, READ_AHEAD};
 use async_io::{Async, Timer};
 use futures_lite::future;
 use http_body_util::{BodyExt, Full};
@@ -226,6 +226,56 @@ fn hanging_up_mid_body_cancels_fenced_work_while_the_body_is_unread() {
             assert_disconnect(report.fenced.as_ref().unwrap_err());
             // The unfenced part still ran, and found the body cut short.
             assert!(report.body.is_err(), "{:?}", report.body);
+        })
+    });
+}
+
+/// hyper reads the request through the watcher's read-ahead buffer: a body several times
+/// larger than [`READ_AHEAD`], sent while the handler is busy (so the watcher has filled its
+/// buffer), reaches the handler whole and in order.
+#[test]
+fn a_body_larger_than_the_read_ahead_reaches_the_handler_whole_and_in_order() {
+    let len = 3 * READ_AHEAD + 17;
+    let byte = |i: usize| (i % 251) as u8 ^ (i / 251) as u8;
+    run(|ex| {
+        Box::pin(async move {
+            let listener = Async::<TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+            let addr = listener.get_ref().local_addr().unwrap();
+            let client = std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                let head = format!(
+                    "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                );
+                s.write_all(head.as_bytes()).unwrap();
+                s.write_all(&(0..len).map(byte).collect::<Vec<u8>>())
+                    .unwrap();
+                let mut response = String::new();
+                s.read_to_string(&mut response).unwrap();
+                response
+            });
+            let (socket, _) = listener.accept().await.unwrap();
+            let handler = move |_cx: Cx, req: Request<Incoming>| async move {
+                // Busy before reading: the watcher reads ahead meanwhile.
+                Timer::after(Duration::from_millis(200)).await;
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let first_wrong = (0..len).find(|&i| body.get(i) != Some(&byte(i)));
+                let text = format!("{} bytes, first wrong: {first_wrong:?}", body.len());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
+            };
+            let served = async {
+                serve_connection(&Cx::new(ex.clone()), socket, handler)
+                    .await
+                    .unwrap();
+            };
+            future::or(served, async {
+                Timer::after(Duration::from_secs(20)).await;
+                panic!("the request was not served within 20s");
+            })
+            .await;
+            let response = future::block_on(async { client.join().unwrap() });
+            assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+            let expected = format!("\r\n\r\n{len} bytes, first wrong: None");
+            assert!(response.ends_with(&expected), "{response}");
         })
     });
 }

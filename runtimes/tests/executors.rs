@@ -4,6 +4,7 @@
 //! executor drops unfinished ends as cancelled (kind `Manual`, code `"executor-dropped"`),
 //! never as a hang.
 
+#[path = "../../tests/common"]
 mod common {
     pub mod hold;
     pub mod leaks;

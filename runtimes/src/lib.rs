@@ -1,0 +1,1 @@
+//! Nothing here: this crate holds tests only (see `tests/` and `Cargo.toml`).
