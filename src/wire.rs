@@ -91,7 +91,9 @@ const UNIT_SHOWN: usize = 8;
 pub fn encode_timeout(d: Duration) -> String {
     let nanos = d.as_nanos();
     for (unit, per) in UNITS {
-        let value = nanos.div_ceil(u128::from(per));
+        // Rounded up (`u128::div_ceil` needs Rust 1.73; the crate builds with 1.71).
+        let per = u128::from(per);
+        let value = nanos / per + u128::from(nanos % per != 0);
         if value <= u128::from(MAX_VALUE) {
             return format!("{value}{unit}");
         }
