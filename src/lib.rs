@@ -18,6 +18,28 @@
 //! Most code never sees cancellation: fence only the expensive, safely interruptible parts
 //! (the LLM call, the crawl, the batch), not the database write after it.
 //!
+//! Beyond one trigger, one body:
+//!
+//! - **Ownership at any depth**: a trigger watched by nested scopes (the same [`Flag`], the
+//!   same custom trigger reached through `cx.fencing()`, an inherited deadline) is armed once,
+//!   by the outermost live scope that watches it, which owns the cancellation: no inner
+//!   `fence` returns `Err` for it, and the code between the scopes never runs. Entering a
+//!   scope, each wake-up and [`Cx::is_cancelled`] cost O(1) in the depth.
+//! - **Stopping well**: [`Scope::grace`] makes a trigger *stop* a scope first (the work goes
+//!   on, [`Cx::stopping`] tells it to wind down) and cancel it only when the grace period
+//!   runs out; [`Cx::spawn_try`] children cancel their siblings on their first error and say
+//!   which ([`Reason::error`]); [`Cx::cancel`] cancels from inside; [`Fencing::guard`]
+//!   declines a trigger while a critical step finishes.
+//! - **Seeing why**: every [`Reason`] says where it came from ([`Reason::location`]) and
+//!   which scope recorded it ([`Reason::scope`], a path of [names](Scope::named));
+//!   [`Scope::snapshot`] is the live tree of scopes with their states, deadlines, children
+//!   and reasons; the `tracing` feature makes each scope a span.
+//! - **Beyond the event loop**: [`Cx::check`] for code that never yields, [`Cx::unblock`]
+//!   for blocking code on smol's thread pool (owned and joined like a child),
+//!   [`Cx::deadline`] and [`wire`] to pass a budget on to another process, and
+//!   [`Cx::with_spawner`] to run children on any executor (smol's global one, a static one,
+//!   tokio's) with the same ownership and teardown.
+//!
 //! # Examples
 //!
 //! ```
@@ -77,6 +99,10 @@
 //!   hyper 1.x with its `server` and `http1` features. hyper depends on tokio's `sync`
 //!   module (no tokio runtime is used), and tokio 1.54, the latest release, declares Rust
 //!   1.85; on 1.71 to 1.84, use tokio 1.53 (`cargo update -p tokio --precise 1.53.3`).
+//! - `tracing`: a span named `scope` (field `name`) per entered scope, inside which its body
+//!   and children run, and one event (target `async_fence`, fields `scope`, `codes`,
+//!   `kinds`, `messages`) when a scope stops, cancels or declines a trigger. Without the
+//!   feature the crate has no `tracing` code at all. tracing 0.1 declares Rust 1.65.
 //!
 //! # The contract
 //!
@@ -95,8 +121,9 @@
 //!    after that are never recorded.
 //! 5. **Ownership in nesting.** Scopes nest freely, in one task or across child tasks. When a
 //!    trigger watched by several nested scopes fires, the outermost one owns the
-//!    cancellation: everything inside it is dropped and no inner `fence` returns `Err` for it.
-//!    An inner scope's own trigger cancels only the inner scope.
+//!    cancellation: everything inside it is dropped and no inner `fence` returns `Err` for it
+//!    (C1: a flag by its latch, a custom trigger by the call that declared it, a time trigger
+//!    by its instant). An inner scope's own trigger cancels only the inner scope.
 //! 6. **Children.** [`Cx::spawn`] inside a scope makes a child of the innermost scope. `fence`
 //!    returns only when the body and every child have finished, and after a cancellation only
 //!    once every child's future has been dropped. A child that panics cancels its siblings and
@@ -107,7 +134,7 @@
 //!    reusable forever.
 //! 9. **Threads.** [`Flag::set`], [`Scope::cancel`] and [`Child::cancel`] work from any
 //!    thread; [`Scope::is_cancelled`], [`Cx::is_cancelled`] and [`Flag::is_set`] never take a
-//!    lock.
+//!    lock. A flag is a latch on every thread (C3): once a `set` returned, it reads set.
 //! 10. **Bad input never panics**: zero and huge durations, past deadlines, empty codes,
 //!     empty fencings, flags set twice, cancels after completion and spawns on finished scopes
 //!     all have the documented outcome above.
@@ -131,8 +158,11 @@
 //!   gRPC's `grpc-timeout` format, so a client can pass on what is left of its own.
 //!
 //! The examples are programs to run: `examples/crawl.rs` (a CLI with a progress bar, a time
-//! budget and Ctrl-C) and `examples/server.rs` (a hyper server that logs why requests were
-//! cancelled).
+//! budget, a graceful first Ctrl-C, fail-fast pages and a live tree on SIGUSR1),
+//! `examples/server.rs` (a hyper server that drains in-flight requests on SIGTERM, passes
+//! its remaining budget on to an upstream in `grpc-timeout`, and logs through `tracing` why
+//! each request was cancelled) and `examples/checksum.rs` (a CLI that hashes a directory
+//! tree on the blocking pool with a budget and Ctrl-C).
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(docsrs, doc(auto_cfg(hide(loom))))]
