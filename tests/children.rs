@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_fence::{on_flag, on_timeout, Fencing, Flag, Reason, ReasonKind};
+use async_fence::{on_flag, on_timeout, Cx, Fencing, Flag, Reason, ReasonKind};
 use async_io::Timer;
 use common::hold::hold_forever;
 use common::live::Live;
@@ -395,4 +395,28 @@ fn spawn_on_a_cancelled_scope_gives_the_scope_reasons() {
         let err = stale.spawn(async { 1 }).await.unwrap_err();
         assert_eq!(err.to_string(), "operator");
     });
+}
+
+/// A child whose executor is dropped with it unfinished ends as cancelled (kind `Manual`,
+/// code `"executor-dropped"`), on `Cx::new` as on `Cx::with_spawner`: awaiting its handle
+/// never panics, and its scope stops counting it.
+#[test]
+fn a_child_whose_executor_is_dropped_ends_as_cancelled() {
+    let ex = Arc::new(async_executor::Executor::new());
+    let cx = Cx::new(ex.clone());
+    let root_child = cx.spawn(future::pending::<()>());
+    let scope = Fencing::new().scope();
+    let mut fence = Box::pin(scope.fence(&cx, |cx| {
+        cx.spawn(future::pending::<()>()).detach();
+        future::ready(7)
+    }));
+    // The body is done; the fence waits for its child.
+    assert!(futures_lite::future::block_on(future::poll_once(fence.as_mut())).is_none());
+    drop(cx);
+    drop(ex); // the last handle: the executor drops every task it holds
+    let err = futures_lite::future::block_on(root_child).unwrap_err();
+    assert!(err.cancelled_by("executor-dropped"), "{err:?}");
+    assert_eq!(err.reasons()[0].kind(), ReasonKind::Manual);
+    // The scoped child's future is gone too: the fence returns.
+    assert_eq!(futures_lite::future::block_on(fence), Ok(7));
 }

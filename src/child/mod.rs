@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use async_task::Task;
+use async_task::FallibleTask;
 
 use crate::cancelled::Cancelled;
 use crate::frame::{ChildKey, Frame};
@@ -162,7 +162,7 @@ pub struct Child<T> {
 }
 
 enum State<T> {
-    Task(Option<Task<Outcome<T>>>),
+    Task(Option<FallibleTask<Outcome<T>>>),
     Slot(Arc<OutcomeSlot<T>>),
     Refused(Option<Cancelled>),
     /// A root child left to run on (`detach`) through a slot.
@@ -271,7 +271,10 @@ impl<T> Future for Child<T> {
                 };
                 let outcome = std::task::ready!(Pin::new(running).poll(cx));
                 *task = None;
-                outcome
+                // An executor dropped with the task in it: cancelled, never a panic.
+                outcome.unwrap_or_else(|| {
+                    Outcome::Cancelled(Cancelled::new(crate::reason::internal::executor_dropped()))
+                })
             }
             State::Slot(slot) => std::task::ready!(slot.poll_take(cx)),
             State::Detached => panic!("`Child` polled after it was detached"),

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use async_task::Task;
+use async_task::FallibleTask;
 
 use crate::sync::Executor;
 
@@ -25,8 +25,9 @@ pub(crate) enum Spawner {
 
 /// A child task once handed over.
 pub(crate) enum Running<T> {
-    /// On an async-executor: its task handle gives the outcome.
-    Task(Task<Outcome<T>>),
+    /// On an async-executor: its task handle gives the outcome, or `None` if the executor
+    /// dropped the task unfinished.
+    Task(FallibleTask<Outcome<T>>),
     /// Elsewhere: the future leaves its outcome in the slot.
     Slot(Arc<OutcomeSlot<T>>),
 }
@@ -39,7 +40,7 @@ impl Spawner {
         T: Send + 'static,
     {
         match self {
-            Spawner::Executor(ex) => Running::Task(ex.spawn(fut)),
+            Spawner::Executor(ex) => Running::Task(ex.spawn(fut).fallible()),
             Spawner::Custom(spawn) => {
                 let slot = Arc::new(OutcomeSlot::new());
                 spawn(Box::pin(ToSlot::new(fut, slot.clone())));
