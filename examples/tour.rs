@@ -1,5 +1,6 @@
-//! A short tour of async-fence: a timeout, a flag, nested scopes, a cancelled task tree, and
-//! the reasons each cancellation reports. Exits by itself in well under a second.
+//! A short tour of async-fence: a timeout, a flag, nested scopes, a cancelled task tree, the
+//! reasons each cancellation reports, a graceful stop, and where each reason came from. Exits
+//! by itself in well under a second.
 //!
 //! Run it with:
 //!
@@ -136,6 +137,55 @@ async fn tour(root: Cx) {
         .run(async {})
         .await;
     print_result(&result);
+
+    println!("\n6. Stopping gracefully: a trigger first stops the scope; its work winds down");
+    let drain = Flag::new();
+    let scope = on_flag(&drain, "drain")
+        .scope()
+        .named("batch")
+        .grace(Duration::from_millis(30));
+    let d = drain.clone();
+    let result = scope
+        .fence(&root, |cx| async move {
+            d.set_because("deploy starting");
+            let reasons = cx.stopping().await;
+            println!("   stopping: {} (the batch finishes its item)", reasons[0]);
+            Timer::after(Duration::from_millis(5)).await;
+            "item saved"
+        })
+        .await;
+    print_result(&result);
+    let tree = Fencing::new()
+        .scope()
+        .named("crawl")
+        .grace(Duration::from_millis(20));
+    let tree_ref = &tree;
+    let result = tree
+        .fence(&root, |cx| async move {
+            cx.spawn(future::pending::<()>()).detach(); // a page that never finishes
+            tree_ref.stop(async_fence::Reason::new(
+                async_fence::ReasonKind::Manual,
+                "operator",
+                "stop requested",
+            ));
+            println!("   live tree: {}", tree_ref.snapshot());
+            future::pending::<()>().await
+        })
+        .await;
+    print_result(&result);
+    if let Err(cancelled) = &result {
+        for reason in cancelled.reasons() {
+            let at = reason
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()));
+            println!(
+                "     {} was recorded by scope {:?}, and came from {}",
+                reason.code(),
+                reason.scope().unwrap_or("-"),
+                at.as_deref().unwrap_or("-")
+            );
+        }
+    }
 
     println!("\nDone in {:?}.", started.elapsed());
 }
