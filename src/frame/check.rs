@@ -52,7 +52,14 @@ impl Frame {
     /// enclosing scope that decided has returned (this scope's `Cx` escaped into a task they
     /// did not own, rule 5): the reasons of the outermost of them. `None` while one has not
     /// returned: it drops this scope before it does.
+    ///
+    /// O(1) while the parent runs (an owner above a running parent has not returned, or the
+    /// parent escaped it and ends on its own first, waking this scope); the walk up happens
+    /// once the parent is over.
     pub(crate) fn escaped(&self) -> Option<Vec<Reason>> {
+        if self.parent().is_some_and(|p| !p.state().is_finished()) {
+            return None;
+        }
         let mut outermost = None;
         for frame in self.chain().skip(1) {
             let bits = frame.state();

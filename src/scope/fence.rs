@@ -312,6 +312,8 @@ where
     #[inline(never)]
     fn owned(&mut self, cx: &mut Context<'_>) -> Next<T> {
         self.register(cx);
+        // A parent that returned `Ok` no longer wakes this scope: rely on the scope above it.
+        self.frame.relink_if_orphaned();
         match self.frame.escaped() {
             Some(reasons) => {
                 self.frame.adopt(reasons);
