@@ -36,8 +36,30 @@ use crate::sync::{AtomicBool, Ordering, WakerSlot};
 /// How a child ended, as its task reports it.
 pub(crate) enum Outcome<T> {
     Done(T),
-    Cancelled(Cancelled),
+    Cancelled(Stopped),
     Panicked(Panic),
+}
+
+/// Why a child was stopped: its reasons, or the scope whose reasons they are, read only when
+/// its handle asks (so that tearing a deep tree down reads no reasons up its chain).
+pub(crate) enum Stopped {
+    Reasons(Cancelled),
+    ByScope(Arc<Frame>),
+}
+
+impl Stopped {
+    pub(crate) fn into_cancelled(self) -> Cancelled {
+        match self {
+            Stopped::Reasons(err) => err,
+            Stopped::ByScope(frame) => frame.scope_error(),
+        }
+    }
+}
+
+impl From<Cancelled> for Stopped {
+    fn from(err: Cancelled) -> Stopped {
+        Stopped::Reasons(err)
+    }
 }
 
 /// The control block a root child shares with its handle. A scoped child needs none: its
@@ -85,25 +107,34 @@ pub(crate) enum Link {
 
 impl Link {
     /// Why the child must stop now, if it must.
-    pub(crate) fn stopped(&self) -> Option<Cancelled> {
+    pub(crate) fn stopped(&self) -> Option<Stopped> {
         match self {
             Link::Scoped { frame, child } => frame
                 .child_must_stop(*child)
-                .then(|| frame.child_error(*child)),
-            Link::Root(ctl) => ctl.error(),
+                .then(|| Link::why(frame, *child)),
+            Link::Root(ctl) => ctl.error().map(Stopped::from),
         }
     }
 
     /// Registers `cx`'s waker, then looks again (invariant 1).
-    fn park(&self, cx: &Context<'_>) -> Option<Cancelled> {
+    fn park(&self, cx: &Context<'_>) -> Option<Stopped> {
         match self {
             Link::Scoped { frame, child } => frame
                 .park_child(*child, cx.waker())
-                .then(|| frame.child_error(*child)),
+                .then(|| Link::why(frame, *child)),
             Link::Root(ctl) => {
                 ctl.waker.register(cx.waker());
-                ctl.error()
+                ctl.error().map(Stopped::from)
             }
+        }
+    }
+
+    /// Why a scoped child stops: its handle's cancel (read now: its slot goes with it), or
+    /// its scope.
+    fn why(frame: &Arc<Frame>, child: ChildKey) -> Stopped {
+        match frame.handle_error(child) {
+            Some(err) => Stopped::Reasons(err),
+            None => Stopped::ByScope(frame.clone()),
         }
     }
 
@@ -139,7 +170,7 @@ impl Link {
                 let at = frame.entry().map(|e| e.location);
                 let reason = internal::panicked("child", &*panic, at);
                 frame.fail(panic, "child");
-                Outcome::Cancelled(Cancelled::new(reason))
+                Outcome::Cancelled(Cancelled::new(reason).into())
             }
             None => Outcome::Panicked(panic),
         }
@@ -213,7 +244,7 @@ where
             Ok(Poll::Ready(Ok(out))) => Poll::Ready(Outcome::Done(out)),
             Ok(Poll::Ready(Err(reason))) => {
                 let err = this.link.failed(reason);
-                Poll::Ready(stop(this.fut, this.link, err))
+                Poll::Ready(stop(this.fut, this.link, err.into()))
             }
             Ok(Poll::Pending) => match this.link.park(cx) {
                 Some(err) => Poll::Ready(stop(this.fut, this.link, err)),
@@ -233,7 +264,7 @@ where
 }
 
 /// Drops the child's future before the task completes (invariant 2).
-fn stop<F, T>(fut: Pin<&mut Option<F>>, link: &Link, err: Cancelled) -> Outcome<T> {
+fn stop<F, T>(fut: Pin<&mut Option<F>>, link: &Link, err: Stopped) -> Outcome<T> {
     match drop_fut(fut) {
         Ok(()) => Outcome::Cancelled(err),
         Err(panic) => link.panicked(panic),

@@ -273,7 +273,8 @@ impl<T> Future for Child<T> {
                 *task = None;
                 // An executor dropped with the task in it: cancelled, never a panic.
                 outcome.unwrap_or_else(|| {
-                    Outcome::Cancelled(Cancelled::new(crate::reason::internal::executor_dropped()))
+                    let err = Cancelled::new(crate::reason::internal::executor_dropped());
+                    Outcome::Cancelled(err.into())
                 })
             }
             State::Slot(slot) => std::task::ready!(slot.poll_take(cx)),
@@ -281,7 +282,7 @@ impl<T> Future for Child<T> {
         };
         match outcome {
             Outcome::Done(out) => Poll::Ready(Ok(out)),
-            Outcome::Cancelled(err) => Poll::Ready(Err(err)),
+            Outcome::Cancelled(why) => Poll::Ready(Err(why.into_cancelled())),
             Outcome::Panicked(panic) => resume_unwind(panic),
         }
     }

@@ -93,7 +93,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // Invariant 3 (a no-op after the outcome was put).
             let err = Cancelled::new(internal::executor_dropped());
-            this.project().slot.put(Outcome::Cancelled(err));
+            this.project().slot.put(Outcome::Cancelled(err.into()));
         }
     }
 }

@@ -89,12 +89,16 @@ impl Frame {
             .and_then(|l| l.members.cancelled_at(child))
     }
 
-    /// Why a child that must stop stops: its handle's cancel, or its scope's reasons, or
-    /// `scope-dropped`.
-    pub(crate) fn child_error(&self, child: ChildKey) -> Cancelled {
-        if let Some(at) = self.cancelled_at(child) {
-            return Cancelled::new(internal::child_cancelled(at));
-        }
+    /// Why a child that must stop stops, if its handle cancelled it (`None`: its scope
+    /// stopped it, see [`scope_error`](Frame::scope_error)).
+    pub(crate) fn handle_error(&self, child: ChildKey) -> Option<Cancelled> {
+        let at = self.cancelled_at(child)?;
+        Some(Cancelled::new(internal::child_cancelled(at)))
+    }
+
+    /// Why this scope stopped its children: the reasons of the scope that decided (this one
+    /// or one above: a walk up, read only when a handle asks), or `scope-dropped`.
+    pub(crate) fn scope_error(&self) -> Cancelled {
         self.error_or(|| internal::scope_dropped(self.entry().map(|e| e.location)))
     }
 
