@@ -270,7 +270,8 @@ struct NestedPlan {
     /// Entered inside a child task of the outer scope rather than in its body.
     in_child: bool,
     flag_remote: bool,
-    zero_timeout: bool,
+    /// Its own timeout: `ZERO` (due at entry) or short.
+    timeout: Option<Duration>,
     children: u8,
     /// Its body snapshots its ancestor and itself.
     snap: bool,
@@ -312,7 +313,7 @@ const OUTER_CODES: [&str; 11] = [
     "try-fail",
     "grace",
 ];
-const INNER_CODES: [&str; 2] = ["inner-remote", "inner-zero"];
+const INNER_CODES: [&str; 3] = ["inner-remote", "inner-zero", "inner-short"];
 
 impl GuardPlan {
     fn draw(rng: &mut fastrand::Rng) -> GuardPlan {
@@ -380,7 +381,11 @@ impl Plan {
             nested: (rng.u8(..100) < 15).then(|| NestedPlan {
                 in_child: rng.bool(),
                 flag_remote: rng.bool(),
-                zero_timeout: rng.u8(..100) < 20,
+                timeout: match rng.u8(..100) {
+                    0..=19 => Some(Duration::ZERO),
+                    20..=29 => Some(Duration::from_micros(rng.u64(100..2_000))),
+                    _ => None,
+                },
                 children: rng.u8(..3),
                 snap: rng.u8(..100) < 25,
             }),
@@ -533,6 +538,16 @@ impl Plan {
             .any(|c| matches!(c, ChildPlan::Panic(_)))
     }
 
+    /// The outer fencing has a time trigger that may not cancel the outer scope when it
+    /// fires: a guard declines it, or a grace period makes it a stop.
+    fn time_may_not_cancel(&self) -> bool {
+        if self.zero_timeout {
+            self.declines("zero")
+        } else {
+            self.short_timeout.is_some() && (self.declines("short") || self.graceful())
+        }
+    }
+
     /// With a grace period that is not zero, a stop lets the work go on.
     fn graceful(&self) -> bool {
         matches!(self.grace, Some(Grace::Short(_) | Grace::Max))
@@ -577,6 +592,7 @@ struct Tally {
     stopped_ok: AtomicUsize,
     stopped_err: AtomicUsize,
     cut_by_grace: AtomicUsize,
+    never_drained: AtomicUsize,
     try_decided: AtomicUsize,
     remote_stops: AtomicUsize,
     guarded: AtomicUsize,
@@ -637,6 +653,8 @@ struct Seen {
     /// `Cx::cancel` calls by children, and those that returned `true`.
     child_cancels: AtomicUsize,
     child_cancels_took: AtomicUsize,
+    /// A body or child that never ends once stopped saw a stop (the scope had not decided).
+    never_drained: AtomicBool,
     /// The `spawn_try` children that returned their error.
     try_failed: Mutex<Vec<usize>>,
     /// The codes the guards were asked about.
@@ -657,6 +675,7 @@ impl Seen {
             remote_stop: Mutex::new(None),
             child_cancels: AtomicUsize::new(0),
             child_cancels_took: AtomicUsize::new(0),
+            never_drained: AtomicBool::new(false),
             try_failed: Mutex::new(Vec::new()),
             asked: Mutex::new(Vec::new()),
             problems: Mutex::new(Vec::new()),
@@ -687,8 +706,8 @@ impl Seen {
         }
     }
 
-    /// `Cx::stopping` resolved to `reasons`.
-    fn saw_stopping(&self, who: &'static str, cx: &Cx, reasons: Vec<Reason>) {
+    /// `Cx::stopping` resolved to `reasons`; a drain that ends with `end` starts now.
+    fn saw_stopping(&self, who: &'static str, cx: &Cx, reasons: Vec<Reason>, end: DrainEnd) {
         // Read after the reasons: not decided now, not decided when they were read.
         let decided = cx.is_cancelled();
         self.saw_stopping_at(Instant::now());
@@ -697,6 +716,9 @@ impl Seen {
         }
         if reasons.is_empty() {
             self.problem(format!("{who}: Cx::stopping resolved without a reason"));
+        }
+        if !decided && matches!(end, DrainEnd::Never) {
+            self.never_drained.store(true, Ordering::SeqCst);
         }
         self.saw(who, reasons, !decided);
     }
@@ -796,7 +818,7 @@ fn starts_with(all: &[Reason], prefix: &[Reason]) -> bool {
 
 /// The checks that need what the scope's insiders and the other threads saw; made once the
 /// fence returned, and again at the end of the run, when the other threads are done.
-fn check_seen(tally: &Tally, done: &Finished) {
+fn check_seen(tally: &Tally, done: &Finished, last: bool) {
     let (plan, seen, outcome, reasons) = (&*done.plan, &*done.seen, done.outcome, &done.reasons);
     let problems = std::mem::take(&mut *lock(&seen.problems));
     tally.check(problems.is_empty(), || {
@@ -849,7 +871,7 @@ fn check_seen(tally: &Tally, done: &Finished) {
             tally.check(outcome != Outcome::Ok, || {
                 format!("Ok although cancelled when Scope::cancel returned: {plan:?}")
             });
-        } else if !lagging(after, outcome, reasons, "remote-cancel") {
+        } else if !lagging(after, outcome, reasons, "remote-cancel", last) {
             tally.check(outcome == Outcome::Ok, || {
                 format!(
                     "Scope::cancel returned with is_cancelled() false (reasons then {:?}), then \
@@ -860,7 +882,7 @@ fn check_seen(tally: &Tally, done: &Finished) {
         }
     }
     if let Some(after) = &*lock(&seen.remote_stop) {
-        if !after.stopping && !lagging(after, outcome, reasons, "remote-stop") {
+        if !after.stopping && !lagging(after, outcome, reasons, "remote-stop", last) {
             tally.check(
                 outcome == Outcome::Ok && !reasons.iter().any(|r| r.code() == "remote-stop"),
                 || {
@@ -872,6 +894,15 @@ fn check_seen(tally: &Tally, done: &Finished) {
                 },
             );
         }
+    }
+    // A body or child that never ends once stopped was stopped: no `Ok`.
+    if seen.never_drained.load(Ordering::SeqCst) {
+        if last {
+            Tally::add(&tally.never_drained, 1);
+        }
+        tally.check(outcome != Outcome::Ok, || {
+            format!("Ok although work that never ends saw the stop: {plan:?}")
+        });
     }
     // `Cx::cancel` from children: one decision.
     let took = seen.child_cancels_took.load(Ordering::SeqCst);
@@ -933,7 +964,8 @@ fn check_seen(tally: &Tally, done: &Finished) {
 /// Snapshots of a finished scope that listed an escaped scope still running (a known bug).
 static FINISHED_WITH_ESCAPED: AtomicUsize = AtomicUsize::new(0);
 
-/// `STRESS_STRICT=1` (or a list of the bugs' names: `escaped`, `lagging`): the sub-checks
+/// `STRESS_STRICT=1` (or a list of the bugs' names: `escaped`, `lagging`, `deadline`): the
+/// sub-checks
 /// let through for known bugs fail too.
 fn strict(bug: &str) -> bool {
     static STRICT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -952,13 +984,13 @@ static LAGGING: AtomicUsize = AtomicUsize::new(0);
 /// only that case is let through, and counted, unless `STRESS_STRICT=1`. It is that case when
 /// the reasons read right after the call were not empty, the scope did not return `Ok`, and
 /// the call's own reason is not among the final ones (someone else decided).
-fn lagging(after: &After, outcome: Outcome, reasons: &[Reason], code: &str) -> bool {
+fn lagging(after: &After, outcome: Outcome, reasons: &[Reason], code: &str, count: bool) -> bool {
     let known = !after.cancelled
         && !after.reasons.is_empty()
         && outcome != Outcome::Ok
         && !reasons.iter().any(|r| r.code() == code)
         && !strict("lagging");
-    if known {
+    if known && count {
         LAGGING.fetch_add(1, Ordering::Relaxed);
     }
     known
@@ -1455,7 +1487,7 @@ async fn one_scope(
                         })
                         .await;
                         if let Some(reasons) = stopped {
-                            seen.saw_stopping("a draining child", &ccx, reasons);
+                            seen.saw_stopping("a draining child", &ccx, reasons, end);
                             drain(end, grace).await;
                         }
                         seen.ended(&ccx);
@@ -1502,10 +1534,8 @@ async fn one_scope(
             yield_now().await;
         }
         if p.cancel_in_body {
-            let (_, line) = (
-                s.cancel(manual("in-body", "cancelled by the body")),
-                line!(),
-            );
+            let reason = manual("in-body", "cancelled by the body");
+            let (_, line) = (s.cancel(reason), line!());
             IN_BODY_LINE.store(line, Ordering::Relaxed);
         }
         let mut total = 0;
@@ -1517,7 +1547,7 @@ async fn one_scope(
             Tail::Hold => pending::<()>().await,
             Tail::AwaitStop(end) => {
                 let reasons = cx.stopping().await;
-                w.saw_stopping("the body", &cx, reasons);
+                w.saw_stopping("the body", &cx, reasons, end);
                 drain(end, grace).await;
             }
         }
@@ -1652,7 +1682,7 @@ async fn one_scope(
         declined: declined.clone(),
         cancelled,
     };
-    check_seen(tally, &done);
+    check_seen(tally, &done, false);
     let stopped = (lock(&seen.views).iter()).any(|v| v.pure_stop && !v.reasons.is_empty());
     if kind != Outcome::Ok && stopped {
         Tally::add(&tally.stopped_err, 1);
@@ -1825,19 +1855,36 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
         fencing = fencing.flag(&flag, "inner-remote");
         nest.jobs.send((nest.spins, Job::Set(flag))).unwrap();
     }
-    if plan.zero_timeout {
-        fencing = fencing.timeout(Duration::ZERO, "inner-zero");
+    let zero = plan.timeout == Some(Duration::ZERO);
+    if let Some(after) = plan.timeout {
+        fencing = fencing.timeout(after, if zero { "inner-zero" } else { "inner-short" });
     }
-    let ends = plan.flag_remote || plan.zero_timeout;
+    // Its own timeout ends it, unless an earlier deadline applies above that does not
+    // cancel the outer scope (declined, or a stop): with the outer fencing bound, that
+    // deadline is in this fencing too, earlier, and only the earliest fires (rule 1); without,
+    // it is another trigger and this one must fire (rule 5), but does not (a known bug).
+    let shadowed = plan.timeout.is_some() && outer.time_may_not_cancel();
+    let holds = plan.flag_remote || (plan.timeout.is_some() && !shadowed);
     let children = plan.children;
     let (l, snap) = (nest.live.clone(), plan.snap);
+    let expired_flag = AtomicBool::new(false);
+    let expired = &expired_flag;
     let result = fencing
         .scope()
         .named("inner")
-        .fence(cx, move |cx| async move {
+        .fence(cx, |cx| async move {
+            if zero && !(outer.bind && outer.time_may_not_cancel()) {
+                // Rule 3: its own zero timeout, the earliest of its fencing, was due at entry.
+                known_deadline_bug(
+                    &nest.seen,
+                    outer,
+                    "the body of a scope ran although its own \
+                    Duration::ZERO timeout was due at entry",
+                );
+            }
             for _ in 0..children {
                 let guard = l.track();
-                if ends {
+                if holds {
                     drop(cx.spawn(hold_forever(guard)));
                 } else {
                     drop(cx.spawn(async move { drop(guard) }));
@@ -1853,32 +1900,66 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
                     true,
                 );
             }
-            if ends {
+            if holds {
                 pending::<()>().await;
+            } else if let Some(after) = plan.timeout {
+                // Bounded: its timeout may be shadowed by one above.
+                Timer::after(after + SHADOW_MARGIN).await;
+                expired.store(true, Ordering::SeqCst);
+                if !outer.bind {
+                    known_deadline_bug(&nest.seen, outer, "a scope's own timeout did not fire");
+                }
             }
             7
         })
         .await;
+    let expired = expired_flag.load(Ordering::SeqCst);
     match result {
-        Ok(v) => tally.check(v == 7 && !plan.zero_timeout, || {
-            format!("inner Ok({v}): {plan:?}")
-        }),
+        Ok(v) => tally.check(
+            v == 7 && !plan.flag_remote && (plan.timeout.is_none() || expired),
+            || format!("inner Ok({v}): {plan:?}"),
+        ),
         Err(err) => {
             Tally::add(&tally.nested_err, 1);
-            // Rule 5: an inner fence reports only its own triggers. A custom trigger is
-            // armed anew by every scope that inherits it, so the inner one owns its own
-            // instance; every other inherited trigger belongs to the outer scope.
-            let own_custom = outer.bind && outer.custom.is_some();
-            tally.check(ends || own_custom, || {
+            // Rule 5 and C1: an inner fence reports only its own triggers; every inherited
+            // one (a custom trigger too) belongs to the outer scope.
+            tally.check(plan.flag_remote || plan.timeout.is_some(), || {
                 format!("inner Err({err:?}) with no trigger: {plan:?}")
             });
-            let mut allowed = INNER_CODES.to_vec();
-            if own_custom {
-                allowed.push("custom");
-            }
             let path = format!("{}/inner", outer.path());
-            check_reasons(tally, &err, &allowed, &path, plan);
+            check_reasons(tally, &err, &INNER_CODES, &path, plan);
         }
+    }
+}
+
+/// How long past its own timeout a nested scope whose timeout may be shadowed waits before
+/// it returns by itself.
+const SHADOW_MARGIN: Duration = Duration::from_millis(100);
+
+/// Nested scopes whose own timeout did not fire because the outer scope's deadline, earlier,
+/// was declined or only stopped it (a known bug).
+static SHADOWED: AtomicUsize = AtomicUsize::new(0);
+
+/// TODO(bug: a nested scope does not arm its own timeout when an earlier deadline applies
+/// above, "the enclosing scope owns it"; but when that deadline is declined by a guard or
+/// only stops the enclosing scope (grace), the nested scope's own timeout never fires: its
+/// body runs although the timeout was due at entry (rule 3), or runs past it (rule 5, and
+/// `Scope::grace`: "a scope entered inside ... cancels on its own timeout at once"); with a
+/// grace of `Duration::MAX` it hangs). Let through, and counted, where the outer scope's time
+/// trigger may not cancel it, unless `STRESS_STRICT=1` (or `deadline`).
+fn known_deadline_bug(seen: &Seen, outer: &Plan, what: &str) {
+    let known = outer.time_may_not_cancel();
+    if known && !strict("deadline") {
+        SHADOWED.fetch_add(1, Ordering::Relaxed);
+    } else if known {
+        seen.problem(format!(
+            "{what}: the known bug (an earlier outer deadline, declined or only stopping, \
+             shadows it)"
+        ));
+    } else {
+        seen.problem(format!(
+            "{what}, and no outer deadline was declined or only stopped"
+        ));
     }
 }
 
@@ -2091,7 +2172,7 @@ fn scopes_keep_their_invariants_under_two_threads() {
                 )
             },
         );
-        check_seen(&tally, done);
+        check_seen(&tally, done, true);
     }
 
     let get = |c: &AtomicUsize| c.load(Ordering::Relaxed);
@@ -2113,7 +2194,7 @@ fn scopes_keep_their_invariants_under_two_threads() {
     );
     println!(
         "stress: grace ZERO/short/MAX {}/{}/{}: {} Ok after a stop, {} Err after a stop, {} cut \
-         by the grace period; {} remote stops; spawn_try: {} failed, {} decided; Cx::cancel \
+         by the grace period, {} stopped with work that never ends; {} remote stops; spawn_try: {} failed, {} decided; Cx::cancel \
          from children: {} calls, {} took effect; {} guarded scopes: guards asked {} times, \
          {} guard panics, {} declined",
         get(&tally.graced[0]),
@@ -2122,6 +2203,7 @@ fn scopes_keep_their_invariants_under_two_threads() {
         get(&tally.stopped_ok),
         get(&tally.stopped_err),
         get(&tally.cut_by_grace),
+        get(&tally.never_drained),
         get(&tally.remote_stops),
         finished
             .iter()
@@ -2147,6 +2229,15 @@ fn scopes_keep_their_invariants_under_two_threads() {
         get(&tally.snapshots_inside),
         get(&tally.snapshot_nodes),
         Duration::from_nanos(tally.snapshot_max_nanos.load(Ordering::Relaxed)),
+    );
+    println!(
+        "stress: known bugs let through (STRESS_STRICT=1 fails on them): {} snapshots of a \
+         finished scope listed an escaped scope still running; {} cancels or stops from another \
+         thread returned with is_cancelled()/is_stopping() false while the scope was deciding; {} \
+         nested scopes' own timeouts did not fire under a declined or stopping outer deadline",
+        FINISHED_WITH_ESCAPED.load(Ordering::Relaxed),
+        LAGGING.load(Ordering::Relaxed),
+        SHADOWED.load(Ordering::Relaxed),
     );
     println!(
         "stress: {} invariant checks passed (one outcome; reasons non-empty, unique, own, only \
