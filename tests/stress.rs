@@ -21,8 +21,9 @@
 //! trigger, a cancel from inside the body, a fencing bound into the `Cx` (so nested scopes
 //! inherit it), a grace period (none, `ZERO`, 100 µs to 1 ms, or `Duration::MAX`), guards
 //! (one that declines some codes, one that panics on some codes, in either order), a name
-//! (none, empty, with a newline, long), a nested scope with its own triggers (in the body or
-//! in a child, sometimes snapshotting its ancestor from inside), a `Cx` that escapes into a
+//! (none, empty, with a newline, long), a nested scope with its own triggers (a flag, a zero
+//! or short timeout; in the body or in a child; sometimes snapshotting its ancestor from
+//! inside), a `Cx` that escapes into a
 //! task the scope does not own, a body that returns, never ends or waits for the stop and
 //! then drains, and children that finish, fail, panic, are cancelled through their handle,
 //! never end, succeed or fail through `Cx::spawn_try` (with an error of the test's own),
@@ -41,7 +42,8 @@
 //!    `Cx::cancel`: never `Ok`; a panic only from a panicking child, never from a guard).
 //! 2. **reasons**: `Err` has at least one reason, none twice, each from a trigger or a
 //!    cancel of this scope (recorded under its path, from the line that caused it); an inner
-//!    scope never reports an outer scope's reason (rule 5). Reasons only grow: whatever was
+//!    scope never reports an outer scope's reason (rule 5, C1: an inherited custom trigger
+//!    neither), and its `is_cancelled()` agrees with its outcome. Reasons only grow: whatever was
 //!    seen while the scope ran (by `Cx::stopping`, `Cx::check`, snapshots, the other thread)
 //!    is a prefix of the final ones. After a stop: `Ok` only if the grace period is not zero,
 //!    with exactly the stop reasons, and only if the body and every child ended before the
@@ -69,6 +71,11 @@
 //!
 //! The run goes through `common::run`, so it also fails if a task, timer, listener, scope
 //! frame or child future outlives it.
+//!
+//! **Known bugs.** Where the library is known to break the contract, the one sub-check that
+//! sees it lets that case through, marked `TODO(bug: ..)`, and the report counts it; with
+//! `STRESS_STRICT=1` (or a comma-separated list of the bugs' names: `escaped`, `lagging`,
+//! `deadline`) those cases fail the run like any other.
 
 mod common {
     pub mod hold;
@@ -1215,6 +1222,9 @@ async fn drain(end: DrainEnd, grace: Duration) {
     }
 }
 
+/// The plan and scope each worker runs now (`None`: between scopes).
+type Inflight = Arc<Mutex<Vec<Option<(Arc<Plan>, Arc<Scope>)>>>>;
+
 /// What every worker shares.
 #[derive(Clone)]
 struct Env {
@@ -1222,7 +1232,7 @@ struct Env {
     snaps: mpsc::Sender<SnapJob>,
     tally: Arc<Tally>,
     /// The plan and scope each worker runs now, for the hang report.
-    inflight: Arc<Mutex<Vec<Option<(Arc<Plan>, Arc<Scope>)>>>>,
+    inflight: Inflight,
 }
 
 async fn one_scope(
@@ -1869,9 +1879,8 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
     let (l, snap) = (nest.live.clone(), plan.snap);
     let expired_flag = AtomicBool::new(false);
     let expired = &expired_flag;
-    let result = fencing
-        .scope()
-        .named("inner")
+    let inner = fencing.scope().named("inner");
+    let result = inner
         .fence(cx, |cx| async move {
             if zero && !(outer.bind && outer.time_may_not_cancel()) {
                 // Rule 3: its own zero timeout, the earliest of its fencing, was due at entry.
@@ -1914,6 +1923,12 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
         })
         .await;
     let expired = expired_flag.load(Ordering::SeqCst);
+    tally.check(inner.is_cancelled() == result.is_err(), || {
+        format!(
+            "inner {result:?} but is_cancelled() {}: {plan:?}",
+            inner.is_cancelled()
+        )
+    });
     match result {
         Ok(v) => tally.check(
             v == 7 && !plan.flag_remote && (plan.timeout.is_none() || expired),
@@ -2102,15 +2117,15 @@ fn scopes_keep_their_invariants_under_two_threads() {
     };
 
     // A hang fails the run, with the plans in flight and their trees.
-    let inflight = Arc::new(Mutex::new(vec![None; workers]));
+    let inflight: Inflight = Arc::new(Mutex::new(vec![None; workers]));
     let (finished_tx, finished_rx) = mpsc::channel::<()>();
     let watchdog = {
         let inflight = inflight.clone();
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = finished_rx.recv_timeout(limit) {
                 eprintln!("stress: not done within {limit:?} (seed {seed}); in flight:");
-                let inflight: Vec<Option<(Arc<Plan>, Arc<Scope>)>> = lock(&inflight).clone();
-                for (plan, scope) in inflight.into_iter().flatten() {
+                let now = lock(&inflight).clone();
+                for (plan, scope) in now.into_iter().flatten() {
                     let (w, i) = plan.id;
                     eprintln!("plan {w}:{i}: {plan:?}\n{}\n", scope.snapshot());
                 }
