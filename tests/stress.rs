@@ -1159,11 +1159,9 @@ fn look_inside(
             continue;
         };
         // A nested scope's `Cx` is its own: its root is the inner scope.
-        let (root, state) = if inner && how == "Cx::snapshot" {
-            (Some("inner"), snap.state())
-        } else {
-            (name, snap.state())
-        };
+        let of_outer = !(inner && how == "Cx::snapshot");
+        let root = if of_outer { name } else { Some("inner") };
+        let state = snap.state();
         match well_formed(&snap, &text, root, seen.t0) {
             Ok(nodes) => Tally::add(&tally.snapshot_nodes, nodes),
             Err(e) => seen.problem(format!("{how} from inside: {e}:\n{text}")),
@@ -1187,7 +1185,7 @@ fn look_inside(
                 ));
             }
         }
-        if root == name {
+        if of_outer {
             seen.saw(
                 "a snapshot from inside",
                 snap.reasons(),
