@@ -75,7 +75,7 @@
 //! **Known bugs.** Where the library is known to break the contract, the one sub-check that
 //! sees it lets that case through, marked `TODO(bug: ..)`, and the report counts it; with
 //! `STRESS_STRICT=1` (or a comma-separated list of the bugs' names: `escaped`, `lagging`,
-//! `deadline`) those cases fail the run like any other.
+//! `deadline`, `declined-twice`) those cases fail the run like any other.
 
 mod common {
     pub mod hold;
@@ -971,7 +971,8 @@ fn check_seen(tally: &Tally, done: &Finished, last: bool) {
 /// Snapshots of a finished scope that listed an escaped scope still running (a known bug).
 static FINISHED_WITH_ESCAPED: AtomicUsize = AtomicUsize::new(0);
 
-/// `STRESS_STRICT=1` (or a list of the bugs' names: `escaped`, `lagging`, `deadline`): the
+/// `STRESS_STRICT=1` (or a list of the bugs' names: `escaped`, `lagging`, `deadline`,
+/// `declined-twice`): the
 /// sub-checks
 /// let through for known bugs fail too.
 fn strict(bug: &str) -> bool {
@@ -988,9 +989,9 @@ static LAGGING: AtomicUsize = AtomicUsize::new(0);
 /// TODO(bug: `Scope::cancel` and `Scope::stop` that find the scope deciding on another thread
 /// return while `is_cancelled()` and `is_stopping()` still read `false`, although the decision's
 /// reasons are readable already; C2 says `is_cancelled()` is true once the scope decided):
-/// only that case is let through, and counted, unless `STRESS_STRICT=1`. It is that case when
-/// the reasons read right after the call were not empty, the scope did not return `Ok`, and
-/// the call's own reason is not among the final ones (someone else decided).
+/// only that case is let through, and counted, unless `STRESS_STRICT=1` (or `lagging`). It is
+/// that case when the reasons read right after the call were not empty, the scope did not
+/// return `Ok`, and the call's own reason is not among the final ones (someone else decided).
 fn lagging(after: &After, outcome: Outcome, reasons: &[Reason], code: &str, count: bool) -> bool {
     let known = !after.cancelled
         && !after.reasons.is_empty()
@@ -1045,7 +1046,7 @@ fn well_formed(
     {
         // TODO(bug: a finished scope's snapshot lists the escaped scopes still running with its
         // `Cx`, issue 10 wants one node): only that case is let through, and counted, unless
-        // `STRESS_STRICT=1`.
+        // `STRESS_STRICT=1` (or `escaped`).
         let known = snap.state() == ScopeState::Finished
             && (snap.nested().iter()).all(|n| n.name() == Some("escaped"))
             && !strict("escaped");
@@ -1814,10 +1815,14 @@ fn check_declined(
     let mut once = HashSet::new();
     for reason in declined {
         let code = reason.code().as_str();
-        tally.check(
-            triggers.contains(&code) && plan.declines(code) && once.insert(code),
-            || format!("declined {declined:?}, no guard declines it: {plan:?}"),
-        );
+        tally.check(triggers.contains(&code) && plan.declines(code), || {
+            format!("declined {declined:?}, no guard declines it: {plan:?}")
+        });
+        if !once.insert(code) && !declined_twice(plan) {
+            tally.check(false, || {
+                format!("declined {declined:?}: {code:?} twice: {plan:?}")
+            });
+        }
         let fired = match code {
             "before" => flags.first().is_some_and(Flag::is_set),
             "remote" => flags.last().is_some_and(Flag::is_set),
@@ -1840,6 +1845,24 @@ fn check_declined(
             format!("{code:?} was due at entry, a guard declines it, but declined is {declined:?}: {plan:?}")
         });
     }
+}
+
+/// Triggers declined twice (a known bug).
+static DECLINED_TWICE: AtomicUsize = AtomicUsize::new(0);
+
+/// TODO(bug: a trigger that the fence and `Cx::check` (on another thread) find fired at once
+/// is declined by both: `Scope::declined()` lists it twice and the guards are asked twice;
+/// `Frame::fire` filters out settled triggers under the lock, releases it to ask the guards,
+/// and `decline` records without looking again, where deciding does). Let through, and
+/// counted, when a child of the plan calls `Cx::check`, unless `STRESS_STRICT=1` (or
+/// `declined-twice`).
+fn declined_twice(plan: &Plan) -> bool {
+    let checks = (plan.children.iter()).any(|c| matches!(c, ChildPlan::Drain { .. }));
+    let known = checks && !strict("declined-twice");
+    if known {
+        DECLINED_TWICE.fetch_add(1, Ordering::Relaxed);
+    }
+    known
 }
 
 /// What a nested scope needs of its outer scope.
@@ -2247,10 +2270,12 @@ fn scopes_keep_their_invariants_under_two_threads() {
         "stress: known bugs let through (STRESS_STRICT=1 fails on them): {} snapshots of a \
          finished scope listed an escaped scope still running; {} cancels or stops from another \
          thread returned with is_cancelled()/is_stopping() false while the scope was deciding; {} \
-         nested scopes' own timeouts did not fire under a declined or stopping outer deadline",
+         nested scopes' own timeouts did not fire under a declined or stopping outer deadline; \
+         {} triggers declined twice (by the fence and by Cx::check at once)",
         FINISHED_WITH_ESCAPED.load(Ordering::Relaxed),
         LAGGING.load(Ordering::Relaxed),
         SHADOWED.load(Ordering::Relaxed),
+        DECLINED_TWICE.load(Ordering::Relaxed),
     );
     println!(
         "stress: {} invariant checks passed (one outcome; reasons non-empty, unique, own, only \
