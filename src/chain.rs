@@ -65,7 +65,7 @@ impl Chain {
             .collect();
         items.reverse();
         let mut flat = Flat::default();
-        let mut flags: HashSet<(usize, &Code)> = HashSet::new();
+        let mut flags: HashSet<(u64, &Code)> = HashSet::new();
         for item in items {
             match item {
                 Item::Trigger(Trigger::Flag { flag, code }) => {

@@ -246,8 +246,8 @@ impl Flag {
 
     /// The identity of the latch (C1 of the contract: a flag is one trigger whatever the
     /// code), stable while this handle lives.
-    pub(crate) fn id(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+    pub(crate) fn id(&self) -> u64 {
+        Arc::as_ptr(&self.inner) as usize as u64
     }
 
     /// The reason a fencing records for this flag under `code`, once set.

@@ -120,7 +120,12 @@ impl Snapshot {
         let mut flat: Vec<(Snapshot, Option<usize>)> = Vec::new();
         let mut stack: Vec<(Arc<Frame>, Option<usize>)> = vec![(frame.clone(), None)];
         while let Some((frame, parent)) = stack.pop() {
-            let view = frame.view();
+            let mut view = frame.view();
+            if view.bits.is_finished() {
+                // A scope that is over is one node (an escaped scope still running with its
+                // `Cx` is no longer part of its tree).
+                view.nested.clear();
+            }
             let here = flat.len();
             for nested in view.nested.iter().rev() {
                 if !nested.state().is_finished() {

@@ -1,15 +1,15 @@
 //! [`Trigger`]: one source of cancellation, as a [`Fencing`](crate::Fencing) declares it.
 //!
 //! A trigger is only a declaration; [`Armed`](crate::armed::Armed) watches the triggers of one
-//! entry. Each trigger has an identity (C1 of the contract) that says when two scopes watch
-//! the same one: a flag by its latch, a custom trigger by the builder call it came from (its
-//! `make` closure, shared by every clone and derived fencing), a time trigger by the instant
-//! it fires at.
+//! entry. Each trigger has an identity (C1 of the contract), a [`TriggerId`], that says when
+//! two scopes watch the same one: a flag by its latch, a custom trigger by the builder call it
+//! came from (its `make` closure, shared by every clone and derived fencing), a time trigger
+//! by the instant it fires at.
 
 use std::future::Future;
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::code::Code;
@@ -95,6 +95,39 @@ impl TimeTrigger {
     }
 }
 
+/// A trigger's identity (C1): the address of a flag's latch or of a custom trigger's `make`
+/// (live allocations, so distinct while they live), or, with the top bit set, the instant a
+/// time trigger fires at, in nanoseconds since a process-wide origin.
+pub(crate) type TriggerId = u64;
+
+/// The top bit: a time trigger's identity (addresses never have it).
+const TIME: TriggerId = 1 << 63;
+
+/// The identity of a time trigger firing at `at` (C1: two deadlines at the same instant are
+/// one trigger). Instants are counted from an origin a year before the first use, so only
+/// deadlines further in the past than that (all long fired) share an identity.
+pub(crate) fn time_id(at: Instant) -> TriggerId {
+    TIME | (nanos_since_origin(at) & !TIME)
+}
+
+/// The instant of a time trigger's identity, if `id` is one.
+pub(crate) fn time_of(id: TriggerId) -> Option<Instant> {
+    (id & TIME != 0).then(|| origin() + Duration::from_nanos(id & !TIME))
+}
+
+fn origin() -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(365 * 24 * 3600))
+            .unwrap_or(now)
+    })
+}
+
+fn nanos_since_origin(at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin()).as_nanos()).unwrap_or(u64::MAX)
+}
+
 impl WhenTrigger {
     /// The reason this custom trigger reports when its future resolved with `message`.
     pub(crate) fn reason(&self, message: String) -> Reason {
@@ -102,15 +135,15 @@ impl WhenTrigger {
     }
 
     /// The identity of the builder entry (C1).
-    pub(crate) fn id(&self) -> usize {
-        Arc::as_ptr(&self.make) as *const () as usize
+    pub(crate) fn id(&self) -> TriggerId {
+        Arc::as_ptr(&self.make) as *const () as usize as TriggerId
     }
 }
 
 impl Trigger {
     /// The identity of a flag or custom trigger (C1); `None` for a time trigger, whose
-    /// identity is its instant.
-    pub(crate) fn id(&self) -> Option<usize> {
+    /// identity is its instant ([`time_id`]).
+    pub(crate) fn id(&self) -> Option<TriggerId> {
         match self {
             Trigger::Time(_) => None,
             Trigger::Flag { flag, .. } => Some(flag.id()),

@@ -1,8 +1,8 @@
 //! [`WatchSet`]: which flags and custom triggers the scopes of one chain watch, and who owns
 //! each (C1 of the contract).
 //!
-//! A scope entered inside another starts from its parent's set and adds only what it owns
-//! itself; when it adds nothing it shares its parent's set. So entering costs O(1) in the
+//! Keys are [`TriggerId`](crate::trigger::TriggerId)s. A scope entered inside another starts
+//! from its parent's set and adds only what it owns itself; when it adds nothing it shares its parent's set. So entering costs O(1) in the
 //! depth of the chain, and a scope that owns new triggers pays O(log n) per trigger for the
 //! nodes it copies: the set is a persistent hash trie (16-way, keyed by the trigger's
 //! identity), never copied whole.
@@ -23,19 +23,19 @@ const LEAF: usize = 8;
 const BITS: u32 = 4;
 const LEVELS: u32 = u64::BITS / BITS;
 
-/// A persistent map from trigger identities to `V`.
+/// A persistent map from trigger identities (`u64`) to `V`.
 pub(crate) struct WatchSet<V> {
     root: Option<Arc<Node<V>>>,
 }
 
 enum Node<V> {
-    Leaf(Vec<(usize, V)>),
+    Leaf(Vec<(u64, V)>),
     Branch(Box<[Option<Arc<Node<V>>>; 1 << BITS]>),
 }
 
 /// Spreads a pointer's bits over the whole word (Fibonacci hashing).
-fn hash(key: usize) -> u64 {
-    (key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+fn hash(key: u64) -> u64 {
+    key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// The child a hash goes to at `depth`, from its highest bits down.
@@ -50,7 +50,7 @@ impl<V: Clone> WatchSet<V> {
     }
 
     /// The value of `key`, if present.
-    pub(crate) fn get(&self, key: usize) -> Option<&V> {
+    pub(crate) fn get(&self, key: u64) -> Option<&V> {
         let h = hash(key);
         let mut node = self.root.as_deref()?;
         let mut depth = 0;
@@ -68,13 +68,13 @@ impl<V: Clone> WatchSet<V> {
     }
 
     /// This set with `key` mapped to `value` (invariant 1: `self` is unchanged).
-    pub(crate) fn insert(&self, key: usize, value: V) -> WatchSet<V> {
+    pub(crate) fn insert(&self, key: u64, value: V) -> WatchSet<V> {
         let root = insert(self.root.as_deref(), 0, hash(key), key, value);
         WatchSet { root: Some(root) }
     }
 
     /// Every entry, in no particular order.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(usize, &V)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &V)) {
         let mut stack: Vec<&Node<V>> = self.root.as_deref().into_iter().collect();
         while let Some(node) = stack.pop() {
             match node {
@@ -98,7 +98,7 @@ fn insert<V: Clone>(
     node: Option<&Node<V>>,
     depth: u32,
     h: u64,
-    key: usize,
+    key: u64,
     value: V,
 ) -> Arc<Node<V>> {
     match node {
@@ -134,7 +134,7 @@ fn insert<V: Clone>(
 mod tests {
     use super::*;
 
-    fn keys(set: &WatchSet<u32>) -> Vec<usize> {
+    fn keys(set: &WatchSet<u32>) -> Vec<u64> {
         let mut out = Vec::new();
         set.for_each(|k, _| out.push(k));
         out.sort_unstable();
@@ -163,12 +163,12 @@ mod tests {
     fn many_keys_split_leaves_and_are_all_found() {
         let mut sets = vec![WatchSet::new()];
         for i in 0..5_000u32 {
-            let next = sets.last().unwrap().insert(i as usize * 64, i);
+            let next = sets.last().unwrap().insert(u64::from(i) * 64, i);
             sets.push(next);
         }
         let last = sets.last().unwrap();
         for i in 0..5_000u32 {
-            assert_eq!(last.get(i as usize * 64), Some(&i));
+            assert_eq!(last.get(u64::from(i) * 64), Some(&i));
         }
         assert_eq!(keys(last).len(), 5_000);
         // Every version still holds exactly what it held.
@@ -179,8 +179,8 @@ mod tests {
 
     #[test]
     fn keys_with_close_hashes_are_all_found() {
-        let set = (0..40usize).fold(WatchSet::new(), |s, i| s.insert(i << 40, i));
-        for i in 0..40usize {
+        let set = (0..40u64).fold(WatchSet::new(), |s, i| s.insert(i << 40, i));
+        for i in 0..40u64 {
             assert_eq!(set.get(i << 40), Some(&i));
         }
     }

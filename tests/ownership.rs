@@ -685,3 +685,86 @@ fn cx_is_cancelled_turns_true_when_the_fence_decides() {
         }
     });
 }
+
+// --- C1 for time triggers: identity is the instant, nothing else ------------------------------
+
+/// A scope's own deadline at another instant than an enclosing scope's is another trigger
+/// (C1): the scope arms it even when the enclosing deadline comes first. Found by the stress
+/// test: a nested timeout later than the outer deadline was taken as covered by it, and never
+/// fired when the outer scope declined its deadline (a guard) or only stopped (a grace period).
+#[test]
+fn an_inner_deadline_fires_when_an_earlier_outer_one_is_declined() {
+    run(|cx| async move {
+        let outer = on_timeout(Duration::ZERO, "outer").guard(|_| false).scope();
+        let inner = Fencing::new().timeout(Duration::ZERO, "inner").scope();
+        let inner_ref = &inner;
+        let out = within(
+            LIMIT,
+            outer.fence(&cx, |cx| async move {
+                inner_ref.fence(&cx, |_| future::pending::<()>()).await
+            }),
+        )
+        .await;
+        let inner_err = out
+            .expect("the outer scope declines its deadline")
+            .unwrap_err();
+        assert_eq!(codes(&inner_err), ["inner"]);
+        assert_eq!(
+            codes(&async_fence::Cancelled::new(outer.declined()[0].clone())),
+            ["outer"]
+        );
+    });
+}
+
+#[test]
+fn an_inner_deadline_fires_while_the_outer_scope_stops_on_an_earlier_one() {
+    run(|cx| async move {
+        let outer = on_timeout(Duration::from_millis(10), "outer")
+            .scope()
+            .grace(Duration::MAX);
+        let started = Instant::now();
+        let out = within(
+            LIMIT,
+            outer.fence(&cx, |cx| async move {
+                let inner = Fencing::new()
+                    .timeout(Duration::from_millis(50), "inner")
+                    .scope();
+                inner.fence(&cx, |_| future::pending::<()>()).await
+            }),
+        )
+        .await;
+        let inner_err = out
+            .expect("the outer scope stops, it is not cut")
+            .unwrap_err();
+        assert_eq!(codes(&inner_err), ["inner"]);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(
+            codes(&async_fence::Cancelled::new(outer.reasons()[0].clone())),
+            ["outer"]
+        );
+        assert!(!outer.is_cancelled());
+    });
+}
+
+/// The same instant is the same trigger, whatever the code (C1): an inner deadline equal to
+/// the outer one is not armed again, and the outer scope reports it under its own code.
+#[test]
+fn an_inner_deadline_at_the_outer_instant_is_the_outer_trigger() {
+    run(|cx| async move {
+        let at = Instant::now() + Duration::from_millis(20);
+        let between = Arc::new(AtomicBool::new(false));
+        let b = between.clone();
+        let err = on_deadline(at, "outer")
+            .scope()
+            .fence(&cx, |cx| async move {
+                let inner = on_deadline(at, "inner").scope();
+                let r = inner.fence(&cx, |_| future::pending::<()>()).await;
+                b.store(true, Ordering::SeqCst);
+                r
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(codes(&err), ["outer"]);
+        assert!(!between.load(Ordering::SeqCst), "the inner fence returned");
+    });
+}

@@ -1050,3 +1050,33 @@ fn snapshots_while_the_tree_is_torn_down_on_another_thread() {
         );
     });
 }
+
+/// A scope that is over is one node in its snapshot, even while a scope entered elsewhere with
+/// its `Cx` (escaped) still runs. Found by the stress test.
+#[test]
+fn a_finished_scope_is_one_node_even_with_an_escaped_scope_running() {
+    run(|cx| async move {
+        let (tx, rx) = async_channel::bounded::<async_fence::Cx>(1);
+        let stop = Flag::new();
+        let s = stop.clone();
+        let worker = cx.spawn(async move {
+            let cx = rx.recv().await.unwrap();
+            let escaped = on_flag(&s, "stop").scope().named("escaped");
+            escaped.fence(&cx, |_| future::pending::<()>()).await
+        });
+        let outer = Fencing::new().scope().named("outer");
+        let out = outer
+            .fence(&cx, |cx| async move {
+                tx.send(cx).await.unwrap();
+            })
+            .await;
+        assert_eq!(out, Ok(()));
+        // Let the escaped scope enter.
+        Timer::after(Duration::from_millis(10)).await;
+        let tree = outer.snapshot();
+        assert_eq!(tree.state(), async_fence::ScopeState::Finished);
+        assert!(tree.nested().is_empty(), "{tree}");
+        stop.set();
+        assert!(within(LIMIT, worker).await.unwrap().is_err());
+    });
+}

@@ -8,32 +8,40 @@ use std::time::Instant;
 use crate::cancelled::Cancelled;
 use crate::flag::Flag;
 use crate::reason::{Found, Reason};
-use crate::trigger::{earliest, Trigger};
+use crate::trigger::{earliest, time_id, time_of, Trigger};
 
 use super::Frame;
 
 impl Frame {
-    /// At entry: `true` while a flag watched above is set, or the deadline that applies from
-    /// above has passed (at `now`), and the scope that owns it has not yet decided, stopped
-    /// or declined it. The scope waits for it before its body starts (rules 3 and 5: it must
-    /// not run, and must not return `Err` for a trigger it does not own).
+    /// At entry: `true` while a flag watched above is set, or a deadline watched above has
+    /// passed (at `now`, read once if needed), and the scope that owns it has not yet decided,
+    /// stopped or declined it. The scope waits for it before its body starts (rules 3 and 5:
+    /// it must not run, and must not return `Err` for a trigger it does not own).
     pub(crate) fn awaits_owner(&self, now: Option<Instant>) -> bool {
         let Some(entry) = self.entry() else {
             return false;
         };
+        let mut clock = now;
         let mut pending = false;
+        let time = |owner: &Weak<Frame>, at: Instant, clock: &mut Option<Instant>| {
+            *clock.get_or_insert_with(Instant::now) >= at
+                && owner_pending(owner, |t| matches!(t, Trigger::Time(_)))
+        };
         entry.watch.for_each(|id, w| {
-            pending = pending
-                || (!self.owns(&w.owner)
-                    && w.flag().is_some_and(Flag::is_set)
-                    && owner_pending(&w.owner, |t| t.id() == Some(id)));
+            if pending || self.owns(&w.owner) {
+                return;
+            }
+            pending = match time_of(id) {
+                Some(at) => time(&w.owner, at, &mut clock),
+                None => {
+                    w.flag().is_some_and(Flag::is_set)
+                        && owner_pending(&w.owner, |t| t.id() == Some(id))
+                }
+            };
         });
         pending
-            || entry.deadline.as_ref().is_some_and(|d| {
-                !self.owns(&d.owner)
-                    && now.unwrap_or_else(Instant::now) >= d.at
-                    && owner_pending(&d.owner, |t| matches!(t, Trigger::Time(_)))
-            })
+            || (entry.deadline.as_ref())
+                .is_some_and(|d| !self.owns(&d.owner) && time(&d.owner, d.at, &mut clock))
     }
 
     /// `true` if a trigger of this scope's fencing that `pick` picks was recorded or
@@ -104,16 +112,23 @@ impl Frame {
                 }
             }
         };
-        entry.watch.for_each(|_, w| {
-            if w.flag().is_some_and(Flag::is_set) {
-                add(w.owner.upgrade());
-            }
-        });
-        if let Some(d) = &entry.deadline {
-            if Instant::now() >= d.at {
+        // The clock is read only when a deadline applies (the earliest is in `deadline`, the
+        // others in the watch set).
+        let now = entry.deadline.as_ref().map(|_| Instant::now());
+        if let (Some(d), Some(now)) = (&entry.deadline, now) {
+            if now >= d.at {
                 add(d.owner.upgrade());
             }
         }
+        entry.watch.for_each(|id, w| {
+            let fired = match time_of(id) {
+                Some(at) => now.is_some_and(|now| now >= at),
+                None => w.flag().is_some_and(Flag::is_set),
+            };
+            if fired {
+                add(w.owner.upgrade());
+            }
+        });
         owners.sort_by_key(|o| o.chain().count());
         owners
     }
@@ -125,11 +140,14 @@ impl Frame {
             return;
         };
         let triggers = self.triggers();
-        let own_time = entry
-            .deadline
-            .as_ref()
-            .filter(|d| self.owns(&d.owner))
-            .and_then(|d| earliest(triggers, entry.entered_at).filter(|(_, at)| *at == d.at))
+        // This scope's armed time trigger: the earliest of its fencing, if it owns its instant
+        // (as the applying deadline, or in the watch set).
+        let owned = |at: Instant| {
+            (entry.deadline.as_ref()).is_some_and(|d| d.at == at && self.owns(&d.owner))
+                || (entry.watch.get(time_id(at))).is_some_and(|w| self.owns(&w.owner))
+        };
+        let own_time = earliest(triggers, entry.entered_at)
+            .filter(|(_, at)| owned(*at))
             .filter(|(_, at)| Instant::now() >= *at);
         let fired: Found = triggers
             .iter()

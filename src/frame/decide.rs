@@ -48,6 +48,8 @@ impl Frame {
             // Triggers already recorded (the fence and `check` saw them at once, and the
             // other one stopped the scope for them) decide nothing.
             if !news || self.state.begin_deciding() != Decide::Begun {
+                drop(guard);
+                self.await_decision();
                 return false;
             }
             let locked = locked(&mut guard);
@@ -69,6 +71,16 @@ impl Frame {
         true
     }
 
+    /// Waits while another thread's decision reaches the scopes inside (frame invariant 2):
+    /// whoever tried to decide or stop and found it under way returns only once the scope
+    /// reads cancelled (C2: a latch on every thread, like a flag). The decider is a few steps
+    /// from done, and runs no user code meanwhile.
+    fn await_decision(&self) {
+        while self.state().is_deciding() {
+            crate::sync::spin_wait();
+        }
+    }
+
     /// Starts the grace period with `reasons` (triggers `settled` were recorded), and
     /// tells every scope inside.
     pub(crate) fn stop(&self, reasons: Vec<Reason>, settled: &[usize]) -> Stop {
@@ -77,6 +89,8 @@ impl Frame {
             let mut guard = self.lock();
             let stop = self.state.begin_stopping();
             if stop != Stop::Stopped {
+                drop(guard);
+                self.await_decision();
                 return stop;
             }
             let locked = locked(&mut guard);
@@ -162,8 +176,11 @@ impl Frame {
             let record = &mut locked.record;
             let first = record.declined.len();
             for (index, reason) in declined {
-                record.settle(index);
-                record.declined.push(recorded(reason, &path));
+                // The fence and `Cx::check` may see one trigger at once: kept once.
+                if !record.is_settled(index) {
+                    record.settle(index);
+                    record.declined.push(recorded(reason, &path));
+                }
             }
             trace::emit(Event::Declined, path.as_deref(), &record.declined[first..]);
             locked.members.nested()

@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use crate::armed::{Armed, Covers};
-use crate::trigger::Trigger;
+use crate::trigger::{time_id, Trigger, TriggerId};
 use crate::watch_set::WatchSet;
 
 use super::entry::{Applying, Entry, Watched, What};
@@ -27,11 +27,7 @@ impl Frame {
         let triggers = self.triggers();
         let (armed, now) = Armed::arm(triggers, &above);
         let me = Arc::downgrade(self);
-        let watch = above.watch_below(triggers, &me);
-        let deadline = match armed.deadline() {
-            Some(at) => Some(Applying { at, owner: me }),
-            None => above.applying().cloned(),
-        };
+        let (watch, deadline) = above.watch_below(triggers, armed.deadline(), &me);
         let key = (parent.as_ref())
             .and_then(|p| p.register_nested(self))
             .and_then(|key| u32::try_from(key).ok());
@@ -148,14 +144,13 @@ impl Frame {
 pub(crate) struct Above<'a>(pub(crate) Option<&'a Entry<Frame>>);
 
 impl Covers for Above<'_> {
-    fn covers(&self, id: usize) -> bool {
-        self.0
-            .and_then(|e| e.watch.get(id))
-            .is_some_and(|w| owner_in_force(&w.owner))
-    }
-
-    fn deadline(&self) -> Option<Instant> {
-        self.applying().map(|d| d.at)
+    fn covers(&self, id: TriggerId) -> bool {
+        let applying = self.applying().is_some_and(|d| time_id(d.at) == id);
+        applying
+            || self
+                .0
+                .and_then(|e| e.watch.get(id))
+                .is_some_and(|w| owner_in_force(&w.owner))
     }
 }
 
@@ -167,29 +162,59 @@ impl Above<'_> {
             .filter(|d| owner_in_force(&d.owner))
     }
 
-    /// The watch set of a scope entered below with `triggers`: this one's, plus each flag
-    /// and custom trigger it does not cover, owned by `me`.
-    fn watch_below(&self, triggers: &[Trigger], me: &Weak<Frame>) -> WatchSet<Watched<Frame>> {
+    /// The watch set and the applying deadline of a scope entered below with `triggers` and
+    /// its armed time trigger, due `at` (one it does not cover). The watch set is this one's
+    /// plus each flag and custom trigger it does not cover, owned by `me`. Of the deadlines
+    /// armed in the live chain, the earliest is the applying one and the others are in the
+    /// watch set, by instant: a new earlier deadline pushes the previous one into the set, a
+    /// later one goes into it (so a root scope with one timeout keeps an empty set).
+    fn watch_below(
+        &self,
+        triggers: &[Trigger],
+        at: Option<Instant>,
+        me: &Weak<Frame>,
+    ) -> (WatchSet<Watched<Frame>>, Option<Applying<Frame>>) {
         let mut watch = self
             .0
             .map(|e| e.watch.clone())
             .unwrap_or_else(WatchSet::new);
+        let add = |watch: WatchSet<_>, id, owner: &Weak<Frame>, what| {
+            let owner = owner.clone();
+            watch.insert(id, Watched { owner, what })
+        };
         for trigger in triggers {
-            let what = match trigger {
-                Trigger::Flag { flag, .. } => What::Flag(flag.clone()),
-                Trigger::When(when) => What::When {
-                    _keep: when.make.clone(),
-                },
+            let (id, what) = match trigger {
+                Trigger::Flag { flag, .. } => (flag.id(), What::Flag(flag.clone())),
+                Trigger::When(when) => (
+                    when.id(),
+                    What::When {
+                        _keep: when.make.clone(),
+                    },
+                ),
                 Trigger::Time(_) => continue,
             };
-            let id = trigger.id().unwrap_or_default();
             let mine = watch.get(id).is_some_and(|w| w.owner.ptr_eq(me));
             if !self.covers(id) && !mine {
-                let owner = me.clone();
-                watch = watch.insert(id, Watched { owner, what });
+                watch = add(watch, id, me, what);
             }
         }
-        watch
+        let applying = match (at, self.applying()) {
+            (Some(at), Some(up)) if up.at < at => {
+                watch = add(watch, time_id(at), me, What::Time);
+                Some(up.clone())
+            }
+            (Some(at), up) => {
+                if let Some(up) = up {
+                    watch = add(watch, time_id(up.at), &up.owner, What::Time);
+                }
+                Some(Applying {
+                    at,
+                    owner: me.clone(),
+                })
+            }
+            (None, up) => up.cloned(),
+        };
+        (watch, applying)
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) enum What {
     When {
         _keep: MakeTrigger,
     },
+    /// A time trigger: its identity is its instant.
+    Time,
 }
 
 /// The earliest deadline that applies, and the scope whose timer fires at it.
@@ -85,7 +87,7 @@ impl<F> Watched<F> {
     pub(crate) fn flag(&self) -> Option<&Flag> {
         match &self.what {
             What::Flag(flag) => Some(flag),
-            What::When { .. } => None,
+            What::When { .. } | What::Time => None,
         }
     }
 }

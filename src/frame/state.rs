@@ -292,6 +292,11 @@ impl Bits {
         self.0 & CANCELLED != 0
     }
 
+    /// A decision is under way: it shows as `CANCELLED` once it reached the scopes inside.
+    pub(crate) fn is_deciding(self) -> bool {
+        self.0 & DECIDING != 0
+    }
+
     pub(crate) fn is_deciding_or_decided(self) -> bool {
         self.0 & (DECIDING | CANCELLED) != 0
     }
