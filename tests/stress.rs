@@ -71,11 +71,6 @@
 //!
 //! The run goes through `common::run`, so it also fails if a task, timer, listener, scope
 //! frame or child future outlives it.
-//!
-//! **Known bugs.** Where the library is known to break the contract, the one sub-check that
-//! sees it lets that case through, marked `TODO(bug: ..)`, and the report counts it; with
-//! `STRESS_STRICT=1` (or a comma-separated list of the bugs' names: `escaped`, `lagging`,
-//! `deadline`, `declined-twice`) those cases fail the run like any other.
 
 mod common {
     pub mod hold;
@@ -878,7 +873,7 @@ fn check_seen(tally: &Tally, done: &Finished, last: bool) {
             tally.check(outcome != Outcome::Ok, || {
                 format!("Ok although cancelled when Scope::cancel returned: {plan:?}")
             });
-        } else if !lagging(after, outcome, reasons, "remote-cancel", last) {
+        } else {
             tally.check(outcome == Outcome::Ok, || {
                 format!(
                     "Scope::cancel returned with is_cancelled() false (reasons then {:?}), then \
@@ -889,7 +884,7 @@ fn check_seen(tally: &Tally, done: &Finished, last: bool) {
         }
     }
     if let Some(after) = &*lock(&seen.remote_stop) {
-        if !after.stopping && !lagging(after, outcome, reasons, "remote-stop", last) {
+        if !after.stopping {
             tally.check(
                 outcome == Outcome::Ok && !reasons.iter().any(|r| r.code() == "remote-stop"),
                 || {
@@ -968,42 +963,6 @@ fn check_seen(tally: &Tally, done: &Finished, last: bool) {
     }
 }
 
-/// Snapshots of a finished scope that listed an escaped scope still running (a known bug).
-static FINISHED_WITH_ESCAPED: AtomicUsize = AtomicUsize::new(0);
-
-/// `STRESS_STRICT=1` (or a list of the bugs' names: `escaped`, `lagging`, `deadline`,
-/// `declined-twice`): the
-/// sub-checks
-/// let through for known bugs fail too.
-fn strict(bug: &str) -> bool {
-    static STRICT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let strict = STRICT.get_or_init(|| std::env::var("STRESS_STRICT").unwrap_or_default());
-    strict == "1" || strict.split(',').any(|b| b == bug)
-}
-
-/// Cancels and stops from another thread that returned while the scope was deciding on
-/// another thread: the scope's reasons were recorded already, but `is_cancelled()` and
-/// `is_stopping()` read `false` (a known bug).
-static LAGGING: AtomicUsize = AtomicUsize::new(0);
-
-/// TODO(bug: `Scope::cancel` and `Scope::stop` that find the scope deciding on another thread
-/// return while `is_cancelled()` and `is_stopping()` still read `false`, although the decision's
-/// reasons are readable already; C2 says `is_cancelled()` is true once the scope decided):
-/// only that case is let through, and counted, unless `STRESS_STRICT=1` (or `lagging`). It is
-/// that case when the reasons read right after the call were not empty, the scope did not
-/// return `Ok`, and the call's own reason is not among the final ones (someone else decided).
-fn lagging(after: &After, outcome: Outcome, reasons: &[Reason], code: &str, count: bool) -> bool {
-    let known = !after.cancelled
-        && !after.reasons.is_empty()
-        && outcome != Outcome::Ok
-        && !reasons.iter().any(|r| r.code() == code)
-        && !strict("lagging");
-    if known && count {
-        LAGGING.fetch_add(1, Ordering::Relaxed);
-    }
-    known
-}
-
 /// The rank of a state: one scope's state never moves back.
 fn rank(state: ScopeState) -> u8 {
     match state {
@@ -1044,20 +1003,11 @@ fn well_formed(
     if matches!(snap.state(), ScopeState::Finished | ScopeState::NotEntered)
         && !snap.nested().is_empty()
     {
-        // TODO(bug: a finished scope's snapshot lists the escaped scopes still running with its
-        // `Cx`, issue 10 wants one node): only that case is let through, and counted, unless
-        // `STRESS_STRICT=1` (or `escaped`).
-        let known = snap.state() == ScopeState::Finished
-            && (snap.nested().iter()).all(|n| n.name() == Some("escaped"))
-            && !strict("escaped");
-        if !known {
-            return Err(format!(
-                "a {:?} root with nested scopes {:?}",
-                snap.state(),
-                snap.nested()
-            ));
-        }
-        FINISHED_WITH_ESCAPED.fetch_add(1, Ordering::Relaxed);
+        return Err(format!(
+            "a {:?} root with nested scopes {:?}",
+            snap.state(),
+            snap.nested()
+        ));
     }
     if snap.age() > now.saturating_duration_since(t0) {
         return Err(format!("the root is {:?} old, made after that", snap.age()));
@@ -1818,11 +1768,9 @@ fn check_declined(
         tally.check(triggers.contains(&code) && plan.declines(code), || {
             format!("declined {declined:?}, no guard declines it: {plan:?}")
         });
-        if !once.insert(code) && !declined_twice(plan) {
-            tally.check(false, || {
-                format!("declined {declined:?}: {code:?} twice: {plan:?}")
-            });
-        }
+        tally.check(once.insert(code), || {
+            format!("declined {declined:?}: {code:?} twice: {plan:?}")
+        });
         let fired = match code {
             "before" => flags.first().is_some_and(Flag::is_set),
             "remote" => flags.last().is_some_and(Flag::is_set),
@@ -1845,24 +1793,6 @@ fn check_declined(
             format!("{code:?} was due at entry, a guard declines it, but declined is {declined:?}: {plan:?}")
         });
     }
-}
-
-/// Triggers declined twice (a known bug).
-static DECLINED_TWICE: AtomicUsize = AtomicUsize::new(0);
-
-/// TODO(bug: a trigger that the fence and `Cx::check` (on another thread) find fired at once
-/// is declined by both: `Scope::declined()` lists it twice and the guards are asked twice;
-/// `Frame::fire` filters out settled triggers under the lock, releases it to ask the guards,
-/// and `decline` records without looking again, where deciding does). Let through, and
-/// counted, when a child of the plan calls `Cx::check`, unless `STRESS_STRICT=1` (or
-/// `declined-twice`).
-fn declined_twice(plan: &Plan) -> bool {
-    let checks = (plan.children.iter()).any(|c| matches!(c, ChildPlan::Drain { .. }));
-    let known = checks && !strict("declined-twice");
-    if known {
-        DECLINED_TWICE.fetch_add(1, Ordering::Relaxed);
-    }
-    known
 }
 
 /// What a nested scope needs of its outer scope.
@@ -1890,11 +1820,11 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
     if let Some(after) = plan.timeout {
         fencing = fencing.timeout(after, if zero { "inner-zero" } else { "inner-short" });
     }
-    // Its own timeout ends it, unless an earlier deadline applies above that does not
-    // cancel the outer scope (declined, or a stop): with the outer fencing bound, that
-    // deadline is in this fencing too, earlier, and only the earliest fires (rule 1); without,
-    // it is another trigger and this one must fire (rule 5), but does not (a known bug).
-    let shadowed = plan.timeout.is_some() && outer.time_may_not_cancel();
+    // Its own timeout ends it, unless the outer fencing is bound and has a deadline that
+    // does not cancel the outer scope (declined, or a stop): that deadline is in this fencing
+    // too, and if earlier, only it fires (rule 1). An outer deadline that is not in this
+    // fencing is another trigger: this one fires all the same (rule 5).
+    let shadowed = plan.timeout.is_some() && outer.bind && outer.time_may_not_cancel();
     let holds = plan.flag_remote || (plan.timeout.is_some() && !shadowed);
     let children = plan.children;
     let (l, snap) = (nest.live.clone(), plan.snap);
@@ -1903,13 +1833,12 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
     let inner = fencing.scope().named("inner");
     let result = inner
         .fence(cx, |cx| async move {
-            if zero && !(outer.bind && outer.time_may_not_cancel()) {
+            if zero && !shadowed {
                 // Rule 3: its own zero timeout, the earliest of its fencing, was due at entry.
-                known_deadline_bug(
-                    &nest.seen,
-                    outer,
-                    "the body of a scope ran although its own \
-                    Duration::ZERO timeout was due at entry",
+                nest.seen.problem(
+                    "the body of a scope ran although its own Duration::ZERO timeout was due \
+                     at entry"
+                        .to_string(),
                 );
             }
             for _ in 0..children {
@@ -1933,12 +1862,9 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
             if holds {
                 pending::<()>().await;
             } else if let Some(after) = plan.timeout {
-                // Bounded: its timeout may be shadowed by one above.
+                // Shadowed: its own timeout may not fire (rule 1), so it ends by itself.
                 Timer::after(after + SHADOW_MARGIN).await;
                 expired.store(true, Ordering::SeqCst);
-                if !outer.bind {
-                    known_deadline_bug(&nest.seen, outer, "a scope's own timeout did not fire");
-                }
             }
             7
         })
@@ -1968,36 +1894,9 @@ async fn nested_scope(cx: &Cx, plan: &NestedPlan, nest: &Nest) {
     }
 }
 
-/// How long past its own timeout a nested scope whose timeout may be shadowed waits before
-/// it returns by itself.
+/// How long past its own timeout a nested scope whose timeout may be shadowed by an earlier
+/// deadline of the bound outer fencing (rule 1) waits before it returns by itself.
 const SHADOW_MARGIN: Duration = Duration::from_millis(100);
-
-/// Nested scopes whose own timeout did not fire because the outer scope's deadline, earlier,
-/// was declined or only stopped it (a known bug).
-static SHADOWED: AtomicUsize = AtomicUsize::new(0);
-
-/// TODO(bug: a nested scope does not arm its own timeout when an earlier deadline applies
-/// above, "the enclosing scope owns it"; but when that deadline is declined by a guard or
-/// only stops the enclosing scope (grace), the nested scope's own timeout never fires: its
-/// body runs although the timeout was due at entry (rule 3), or runs past it (rule 5, and
-/// `Scope::grace`: "a scope entered inside ... cancels on its own timeout at once"); with a
-/// grace of `Duration::MAX` it hangs). Let through, and counted, where the outer scope's time
-/// trigger may not cancel it, unless `STRESS_STRICT=1` (or `deadline`).
-fn known_deadline_bug(seen: &Seen, outer: &Plan, what: &str) {
-    let known = outer.time_may_not_cancel();
-    if known && !strict("deadline") {
-        SHADOWED.fetch_add(1, Ordering::Relaxed);
-    } else if known {
-        seen.problem(format!(
-            "{what}: the known bug (an earlier outer deadline, declined or only stopping, \
-             shadows it)"
-        ));
-    } else {
-        seen.problem(format!(
-            "{what}, and no outer deadline was declined or only stopped"
-        ));
-    }
-}
 
 /// The snapshot thread: snapshots scopes and `Cx`s a few times each while they run, are
 /// torn down and are gone, checking each and the order of what it saw.
@@ -2265,17 +2164,6 @@ fn scopes_keep_their_invariants_under_two_threads() {
         get(&tally.snapshots_inside),
         get(&tally.snapshot_nodes),
         Duration::from_nanos(tally.snapshot_max_nanos.load(Ordering::Relaxed)),
-    );
-    println!(
-        "stress: known bugs let through (STRESS_STRICT=1 fails on them): {} snapshots of a \
-         finished scope listed an escaped scope still running; {} cancels or stops from another \
-         thread returned with is_cancelled()/is_stopping() false while the scope was deciding; {} \
-         nested scopes' own timeouts did not fire under a declined or stopping outer deadline; \
-         {} triggers declined twice (by the fence and by Cx::check at once)",
-        FINISHED_WITH_ESCAPED.load(Ordering::Relaxed),
-        LAGGING.load(Ordering::Relaxed),
-        SHADOWED.load(Ordering::Relaxed),
-        DECLINED_TWICE.load(Ordering::Relaxed),
     );
     println!(
         "stress: {} invariant checks passed (one outcome; reasons non-empty, unique, own, only \
