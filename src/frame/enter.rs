@@ -42,12 +42,14 @@ impl Frame {
             entered_at: now.unwrap_or_else(Instant::now),
             location,
         };
-        if self.config.grace.is_some_and(|g| !g.period.is_zero()) {
-            self.state.set_grace();
-        }
         *crate::sync::lock(&self.armed) = Some(armed);
         if self.entry.set(entry).is_err() {
             unreachable!("a scope is entered once (state: ENTERED)");
+        }
+        // Only now: a `Scope::stop` that sees the grace period finds the entry (and the path
+        // its reasons record) in place; one before acts as a trigger due at entry.
+        if self.config.grace.is_some_and(|g| !g.period.is_zero()) {
+            self.state.set_grace();
         }
     }
 
