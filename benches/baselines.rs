@@ -18,20 +18,11 @@ use std::time::{Duration, Instant};
 
 use async_executor::{Executor, Task};
 use async_fence::{on_flag, on_timeout, Cx, Fencing, Flag, Reason, ReasonKind};
-use cases::{drive, waker, SECOND};
-use criterion::measurement::WallTime;
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion};
+use cases::{drive, pending_child, short, until_polled, waker, SECOND};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use event_listener::Event;
 use futures_lite::future;
 use tokio_util::sync::CancellationToken;
-
-fn short<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
-    let mut group = c.benchmark_group(name);
-    group
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    group
-}
 
 /// Quick path: the fencing is built in each iteration, as `on_timeout(1s, ..).run(..)` is
 /// written; the baseline makes its `Timer` in each iteration (before polling, as
@@ -57,15 +48,22 @@ fn quick_path(c: &mut Criterion) {
 /// is entered once), the fencing and the `Cx` made once. Baseline: a child token of a
 /// long-lived token per iteration, and `run_until_cancelled` on the same body.
 /// `baseline_token_and_timer` adds an async-io timer to it, for a like-for-like timeout.
+/// `fence_one_flag`: the same with one unset flag in place of the timeout (issue 8's
+/// "one-flag scope ≤ 1.0× the token").
 fn scope_enter_exit(c: &mut Criterion) {
     let waker = waker();
     let cx = Cx::new(Arc::new(Executor::new()));
     let fencing = on_timeout(SECOND, "t");
+    let flag = Flag::new();
+    let one_flag = on_flag(&flag, "f");
     let parent = CancellationToken::new();
 
     let mut group = short(c, "scope_enter_exit");
     group.bench_function("fence", |b| {
         b.iter(|| cases::scope_fence(&waker, &cx, &fencing))
+    });
+    group.bench_function("fence_one_flag", |b| {
+        b.iter(|| cases::scope_fence(&waker, &cx, &one_flag))
     });
     group.bench_function("baseline_child_token", |b| {
         b.iter(|| cases::scope_child_token(&waker, &parent))
@@ -141,19 +139,6 @@ fn spawn_join(c: &mut Criterion) {
         })
     });
     group.finish();
-}
-
-/// Polls the executor until `seen` reaches `n` (every task polled once).
-async fn until_polled(seen: &AtomicUsize, n: usize) {
-    while seen.load(Ordering::Relaxed) < n {
-        future::yield_now().await;
-    }
-}
-
-/// A child that counts its first poll, then never finishes.
-async fn pending_child(seen: Arc<AtomicUsize>) {
-    seen.fetch_add(1, Ordering::Relaxed);
-    future::pending::<()>().await
 }
 
 /// Cancelling a tree of `n` pending children. Not timed: spawning them and letting each be

@@ -5,16 +5,42 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use async_fence::{on_timeout, Cx, Fencing};
 use async_io::Timer;
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion};
 use futures_lite::future;
 use tokio_util::sync::CancellationToken;
 
 pub const SECOND: Duration = Duration::from_secs(1);
+
+/// A criterion group configured short (1 s warm-up, 3 s measurement), for a 2-core machine
+/// shared with compilers.
+pub fn short<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group
+}
+
+/// Polls the executor until `seen` reaches `n` (every task polled once).
+pub async fn until_polled(seen: &AtomicUsize, n: usize) {
+    while seen.load(Ordering::Relaxed) < n {
+        future::yield_now().await;
+    }
+}
+
+/// A child that counts its first poll, then never finishes.
+pub async fn pending_child(seen: Arc<AtomicUsize>) {
+    seen.fetch_add(1, Ordering::Relaxed);
+    future::pending::<()>().await
+}
 
 /// A waker like an executor's: cloning it costs one reference count, waking it nothing.
 struct Nop;
