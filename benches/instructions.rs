@@ -86,6 +86,17 @@ fn run(case: &str, iters: u64) -> bool {
             .ok();
             return true;
         }
+        "named/fence" => Box::new(|| {
+            let scope = fencing.scope().named("request");
+            drive(&waker, scope.fence(&cx, |_| future::ready(black_box(7)))).ok()
+        }),
+        "named/baseline" | "grace/baseline" => {
+            Box::new(|| cases::scope_fence(&waker, &cx, &fencing))
+        }
+        "grace/fence" => Box::new(|| {
+            let scope = fencing.scope().grace(SECOND);
+            drive(&waker, scope.fence(&cx, |_| future::ready(black_box(7)))).ok()
+        }),
         "scope_one_flag/fence" => {
             let flag = Flag::new();
             let one_flag = on_flag(&flag, "f");
@@ -260,6 +271,10 @@ const CASES: &[&str] = &[
     "cx_is_cancelled/baseline",
     "spawn_join/fence",
     "spawn_join/baseline",
+    "named/fence",
+    "named/baseline",
+    "grace/fence",
+    "grace/baseline",
     "scope_one_flag/fence",
     "scope_one_flag/baseline",
     "flags_64_vs_1/fence",

@@ -2,12 +2,15 @@
 # Instructions per iteration of each case under callgrind: a repeatable second opinion to the
 # timings of baselines.rs on a noisy machine.
 # Usage: benches/instructions.sh [iterations]   (default 10000)
+#        FEATURES=tracing benches/instructions.sh   (the bench crate's features: async-fence's
+#        `tracing` compiled in, no subscriber; compare with a run without)
 # Each case runs twice, with N and 2N iterations; (Ir(2N) - Ir(N)) / N is the cost of one
 # iteration, set-up and warm-up cancelling out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 iters=${1:-10000}
-bin=$(cargo bench -p async-fence-benches --bench instructions --no-run --message-format=json 2>/dev/null \
+bin=$(cargo bench -p async-fence-benches ${FEATURES:+--features "$FEATURES"} --bench instructions \
+  --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 total() {
   local out

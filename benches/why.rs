@@ -16,7 +16,7 @@ use std::time::Instant;
 use async_executor::Executor;
 use async_fence::{on_timeout, Cx, Fencing, Reason, ReasonKind};
 use cases::{drive, pending_child, short, until_polled, waker, SECOND};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use futures_lite::future;
 use tokio_util::sync::CancellationToken;
 
@@ -60,16 +60,16 @@ fn tracing_cost(c: &mut Criterion) {
     let parent = CancellationToken::new();
 
     let mut group = short(c, "tracing_cost");
-    group.bench_function(format!("scope/{BUILD}"), |b| {
+    group.bench_function(BenchmarkId::new("scope", BUILD), |b| {
         b.iter(|| {
             let scope = fencing.scope().named("request");
             drive(&waker, scope.fence(&cx, |_| future::ready(black_box(7)))).ok()
         })
     });
-    group.bench_function(format!("baseline_child_token/{BUILD}"), |b| {
+    group.bench_function(BenchmarkId::new("baseline_child_token", BUILD), |b| {
         b.iter(|| cases::scope_child_token(&waker, &parent))
     });
-    group.bench_function(format!("spawn_join/{BUILD}"), |b| {
+    group.bench_function(BenchmarkId::new("spawn_join", BUILD), |b| {
         b.iter_custom(|iters| {
             let scope = Fencing::new().scope().named("request");
             future::block_on(ex.run(scope.fence(&cx, |cx| async move {
@@ -82,7 +82,7 @@ fn tracing_cost(c: &mut Criterion) {
             .expect("not cancelled")
         })
     });
-    group.bench_function(format!("baseline_executor_spawn/{BUILD}"), |b| {
+    group.bench_function(BenchmarkId::new("baseline_executor_spawn", BUILD), |b| {
         b.iter_custom(|iters| {
             future::block_on(ex.run(async {
                 let start = Instant::now();
