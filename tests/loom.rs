@@ -558,6 +558,54 @@ fn a_shared_flag_is_owned_by_the_outer_scope() {
     });
 }
 
+/// A scope entered on another thread while the scope above decides for a flag both watch
+/// (the outer one owns it) never starts its body: it waits for the owner at entry, however
+/// the owner's decision interleaves with that wait (the owner settles the trigger under its
+/// lock after its state reads deciding; the waiter must not read the two out of order).
+#[test]
+fn a_scope_entering_while_the_owner_decides_never_starts() {
+    model_bounded(3, || {
+        let (_ex, root) = root();
+        let flag = Flag::new();
+        let outer = Fencing::new().flag(&flag, "stop").scope();
+        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let s = slot.clone();
+        let mut fence = pin!(outer.fence(&root, move |cx| {
+            *s.lock().unwrap() = Some(cx);
+            std::future::pending::<()>()
+        }));
+        let (_, waker) = Counter::waker();
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let cx = slot.lock().unwrap().take().expect("the body ran");
+        flag.set();
+        let started = Arc::new(AtomicUsize::new(0));
+        let st = started.clone();
+        let f = flag.clone();
+        let t = thread::spawn(move || {
+            let inner = Fencing::new().flag(&f, "inner").scope();
+            let mut inner = pin!(inner.fence(&cx, move |_| {
+                st.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>()
+            }));
+            let (_, waker) = Counter::waker();
+            let polled = poll_once(inner.as_mut(), &waker);
+            assert!(!matches!(polled, Poll::Ready(Ok(_))));
+        });
+        let first = poll_once(fence.as_mut(), &waker);
+        t.join().unwrap();
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => block_on(fence.as_mut()),
+        };
+        assert_eq!(codes(&result.unwrap_err()), ["stop"]);
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            0,
+            "the inner body started after the flag it waits for was set"
+        );
+    });
+}
+
 /// A stop races a body that finishes (grace `Duration::MAX`: it never cuts): exactly one
 /// outcome. Stopped before entry, the scope is cancelled with the stop's reason (rule 3);
 /// after, the body's value comes back, with the stop's reason readable if it landed before

@@ -10,7 +10,7 @@ use crate::flag::Flag;
 use crate::reason::{Found, Reason};
 use crate::trigger::{earliest, time_id, time_of, Trigger};
 
-use super::Frame;
+use super::{Bits, Frame};
 
 impl Frame {
     /// At entry: `true` while a flag watched above is set, or a deadline watched above has
@@ -177,10 +177,17 @@ impl Frame {
 /// `pick` picks: `owner` is running and either has decided (it drops everything inside it;
 /// its mark may not have reached the scope waiting yet) or has yet to act on the trigger
 /// (neither stopped nor declined it).
+///
+/// The owner settles a trigger under its lock after its state reads deciding or stopping: a
+/// trigger found settled is followed by a fresh read of the state, never judged by the one
+/// read before (which could predate the decision, and let the scope waiting start).
 fn owner_pending(owner: &Weak<Frame>, pick: impl Fn(&Trigger) -> bool) -> bool {
     owner.upgrade().is_some_and(|o| {
+        let decided = |bits: Bits| !bits.is_finished() && bits.is_cancelled_inside();
         let bits = o.state();
-        !bits.is_finished()
-            && (bits.is_cancelled_inside() || (!bits.is_stopping_inside() && !o.has_settled(pick)))
+        if bits.is_finished() || bits.is_stopping_inside() {
+            return decided(bits);
+        }
+        !o.has_settled(pick) || decided(o.state())
     })
 }
