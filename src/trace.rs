@@ -27,7 +27,7 @@ pub(crate) fn span(name: Option<&str>) -> Option<Box<tracing::Span>> {
 /// Emits the event of `what` for the scope at `path`, listing `reasons`.
 #[cfg(feature = "tracing")]
 pub(crate) fn emit(what: Event, path: Option<&str>, reasons: &[Reason]) {
-    if reasons.is_empty() {
+    if reasons.is_empty() || !tracing::event_enabled!(target: TARGET, tracing::Level::INFO) {
         return;
     }
     let join = |f: fn(&Reason) -> String| reasons.iter().map(f).collect::<Vec<_>>().join(", ");

@@ -75,13 +75,17 @@ impl<V: Clone> WatchSet<V> {
 
     /// Every entry, in no particular order.
     pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &V)) {
-        let mut stack: Vec<&Node<V>> = self.root.as_deref().into_iter().collect();
-        while let Some(node) = stack.pop() {
-            match node {
-                Node::Leaf(entries) => entries.iter().for_each(|(k, v)| f(*k, v)),
-                Node::Branch(children) => stack.extend(children.iter().flatten().map(|c| &**c)),
-            }
+        if let Some(root) = self.root.as_deref() {
+            visit(root, &mut f);
         }
+    }
+}
+
+/// Every entry under `node`, without allocating: the recursion is at most `LEVELS` deep.
+fn visit<V>(node: &Node<V>, f: &mut impl FnMut(u64, &V)) {
+    match node {
+        Node::Leaf(entries) => entries.iter().for_each(|(k, v)| f(*k, v)),
+        Node::Branch(children) => children.iter().flatten().for_each(|c| visit(c, f)),
     }
 }
 

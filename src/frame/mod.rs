@@ -63,6 +63,7 @@ mod entry;
 mod finish;
 mod look;
 mod members;
+mod path;
 mod record;
 mod state;
 mod view;
@@ -106,6 +107,8 @@ struct Locked {
     relinks: Vec<(Arc<Frame>, usize)>,
     /// Since then (state `RELINKED`), the scope whose watch set this one relies on.
     above: Option<Arc<Frame>>,
+    /// The scope's path, once a decision here or in a scope entered in it needed it.
+    path: Option<Arc<str>>,
 }
 
 impl Frame {
@@ -176,18 +179,6 @@ impl Frame {
         self.waker.wake_keep();
     }
 
-    /// The path of names from the outermost scope to this one, `_` for an unnamed level;
-    /// `None` before entry.
-    pub(crate) fn path(&self) -> Option<Arc<str>> {
-        self.entry()?;
-        let mut names: Vec<&str> = self
-            .chain()
-            .map(|f| f.config.name.as_deref().unwrap_or("_"))
-            .collect();
-        names.reverse();
-        Some(names.join("/").into())
-    }
-
     fn owns(&self, owner: &std::sync::Weak<Frame>) -> bool {
         std::ptr::eq(owner.as_ptr(), self)
     }
@@ -202,6 +193,7 @@ fn locked<'a>(guard: &'a mut MutexGuard<'_, Option<Box<Locked>>>) -> &'a mut Loc
             grace_timer: None,
             relinks: Vec::new(),
             above: None,
+            path: None,
         })
     })
 }
