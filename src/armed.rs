@@ -29,7 +29,7 @@ use crate::flag::Listening;
 use crate::instrument::{Kind, Token};
 use crate::reason::Found;
 use crate::sync::Timer;
-use crate::trigger::{earliest, time_id, MessageFuture, Trigger, TriggerId};
+use crate::trigger::{earliest, MessageFuture, Trigger, TriggerId};
 
 /// A panic payload caught while polling a custom trigger.
 pub(crate) type Panic = Box<dyn Any + Send>;
@@ -91,9 +91,12 @@ pub(crate) enum Look<'a, 'b> {
 
 /// What an enclosing scope watches already, as the entry sees it.
 pub(crate) trait Covers {
-    /// `true` if the trigger of identity `id` (a flag, a custom trigger, or a time trigger's
-    /// instant: [`time_id`]) is watched above.
+    /// `true` if the flag or custom trigger of identity `id` is watched above.
     fn covers(&self, id: TriggerId) -> bool;
+
+    /// `true` if a time trigger due `at` is watched above (its identity:
+    /// [`time_id`](crate::trigger::time_id)).
+    fn covers_time(&self, at: Instant) -> bool;
 }
 
 /// Nothing above: `Fencing::run` and root scopes own every trigger.
@@ -101,6 +104,10 @@ pub(crate) struct Uncovered;
 
 impl Covers for Uncovered {
     fn covers(&self, _: TriggerId) -> bool {
+        false
+    }
+
+    fn covers_time(&self, _: Instant) -> bool {
         false
     }
 }
@@ -113,7 +120,7 @@ impl Armed {
         let now = has_time.then(Instant::now);
         let time = match now.and_then(|now| earliest(triggers, now)) {
             None => Time::None,
-            Some((index, at)) if cover.covers(time_id(at)) => Time::Covered(index_u32(index), at),
+            Some((index, at)) if cover.covers_time(at) => Time::Covered(index_u32(index), at),
             Some((index, at)) => Time::armed(index_u32(index), at),
         };
         let slot = |t: &Trigger| match t {
@@ -135,7 +142,7 @@ impl Armed {
     /// above that watched them returned without deciding). Settled triggers stay settled.
     pub(crate) fn rearm(&mut self, triggers: &[Trigger], cover: &impl Covers) {
         if let Time::Covered(index, at) = self.time {
-            if !cover.covers(time_id(at)) {
+            if !cover.covers_time(at) {
                 self.time = Time::armed(index, at);
             }
         }

@@ -123,6 +123,9 @@ fn accepted(fencing: &Fencing, armed: &mut Armed, look: Look<'_, '_>) -> Option<
     let fired = armed
         .fired(fencing.triggers(), look)
         .unwrap_or_else(|panic| resume_unwind(panic));
+    if fired.is_empty() {
+        return None;
+    }
     let (accepted, declined) = guard::partition(fencing.guards(), fired);
     for (index, _) in &declined {
         armed.settle(*index);

@@ -74,6 +74,10 @@ impl<V: Clone> WatchSet<V> {
     }
 
     /// Every entry, in no particular order.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.root.is_none()
+    }
+
     pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &V)) {
         if let Some(root) = self.root.as_deref() {
             visit(root, &mut f);

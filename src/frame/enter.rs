@@ -147,12 +147,14 @@ pub(crate) struct Above<'a>(pub(crate) Option<&'a Entry<Frame>>);
 
 impl Covers for Above<'_> {
     fn covers(&self, id: TriggerId) -> bool {
-        let applying = self.applying().is_some_and(|d| time_id(d.at) == id);
-        applying
-            || self
-                .0
-                .and_then(|e| e.watch.get(id))
-                .is_some_and(|w| owner_in_force(&w.owner))
+        self.0
+            .and_then(|e| e.watch.get(id))
+            .is_some_and(|w| owner_in_force(&w.owner))
+    }
+
+    fn covers_time(&self, at: Instant) -> bool {
+        let applying = self.applying().is_some_and(|d| d.at == at);
+        applying || self.0.is_some_and(|e| !e.watch.is_empty()) && self.covers(time_id(at))
     }
 }
 
