@@ -9,8 +9,9 @@
 //!
 //! # Invariants
 //!
-//! 1. A node never changes once it is shared: inserting copies the path from the root to
-//!    the leaf it changes, and shares every other node.
+//! 1. A node never changes once it is shared: inserting copies the shared nodes on the path
+//!    from the root to the leaf it changes, and shares every other node. A node only one
+//!    set holds (made by an earlier insert into the same set) changes in place.
 //! 2. Keys are identities of live allocations (a flag's latch, a custom trigger's `make`),
 //!    and the values hold a handle to that allocation, so a key cannot be reused while the
 //!    set holds it.
@@ -28,6 +29,7 @@ pub(crate) struct WatchSet<V> {
     root: Option<Arc<Node<V>>>,
 }
 
+#[derive(Clone)]
 enum Node<V> {
     Leaf(Vec<(u64, V)>),
     Branch(Box<[Option<Arc<Node<V>>>; 1 << BITS]>),
@@ -67,17 +69,19 @@ impl<V: Clone> WatchSet<V> {
         }
     }
 
-    /// This set with `key` mapped to `value` (invariant 1: `self` is unchanged).
-    pub(crate) fn insert(&self, key: u64, value: V) -> WatchSet<V> {
-        let root = insert(self.root.as_deref(), 0, hash(key), key, value);
-        WatchSet { root: Some(root) }
+    /// Maps `key` to `value` here, leaving every other set that shares nodes with this one
+    /// (a clone, the set it was cloned from) unchanged (invariant 1). Inserting many keys
+    /// in a row copies each shared node once.
+    pub(crate) fn insert(&mut self, key: u64, value: V) {
+        insert(&mut self.root, 0, hash(key), key, value);
     }
 
-    /// Every entry, in no particular order.
+    /// Whether the set has no entry.
     pub(crate) fn is_empty(&self) -> bool {
         self.root.is_none()
     }
 
+    /// Every entry, in no particular order.
     pub(crate) fn for_each(&self, mut f: impl FnMut(u64, &V)) {
         if let Some(root) = self.root.as_deref() {
             visit(root, &mut f);
@@ -101,41 +105,36 @@ impl<V> Clone for WatchSet<V> {
     }
 }
 
-/// `node` (at `depth`) with `key` mapped to `value`, as a new node sharing the rest.
-fn insert<V: Clone>(
-    node: Option<&Node<V>>,
-    depth: u32,
-    h: u64,
-    key: u64,
-    value: V,
-) -> Arc<Node<V>> {
-    match node {
-        None => Arc::new(Node::Leaf(vec![(key, value)])),
-        Some(Node::Leaf(entries)) => {
-            let mut entries = entries.clone();
+/// Maps `key` to `value` in the subtree at `at` (of `depth`), copying each node on the way
+/// that is shared (invariant 1) and changing in place those this set alone holds.
+fn insert<V: Clone>(at: &mut Option<Arc<Node<V>>>, depth: u32, h: u64, key: u64, value: V) {
+    let Some(node) = at else {
+        *at = Some(Arc::new(Node::Leaf(vec![(key, value)])));
+        return;
+    };
+    match Arc::make_mut(node) {
+        Node::Leaf(entries) => {
             if let Some(entry) = entries.iter_mut().find(|(k, _)| *k == key) {
                 entry.1 = value;
             } else if entries.len() < LEAF || depth + 1 >= LEVELS {
                 entries.push((key, value));
             } else {
-                // Split: spread the entries and the new one a level down.
-                let mut children: [Option<Arc<Node<V>>>; 1 << BITS] = Default::default();
-                let all = entries.into_iter().map(|(k, v)| (hash(k), k, v));
-                for (h, k, v) in all.chain(std::iter::once((h, key, value))) {
-                    let i = slot(h, depth);
-                    children[i] = Some(insert(children[i].as_deref(), depth + 1, h, k, v));
-                }
-                return Arc::new(Node::Branch(Box::new(children)));
+                let entries = std::mem::take(entries);
+                *at = Some(Arc::new(split(entries, depth, (h, key, value))));
             }
-            Arc::new(Node::Leaf(entries))
         }
-        Some(Node::Branch(children)) => {
-            let mut children = children.clone();
-            let i = slot(h, depth);
-            children[i] = Some(insert(children[i].as_deref(), depth + 1, h, key, value));
-            Arc::new(Node::Branch(children))
-        }
+        Node::Branch(children) => insert(&mut children[slot(h, depth)], depth + 1, h, key, value),
     }
+}
+
+/// A full leaf at `depth` and one more entry, spread a level down.
+fn split<V: Clone>(entries: Vec<(u64, V)>, depth: u32, more: (u64, u64, V)) -> Node<V> {
+    let mut children: Box<[Option<Arc<Node<V>>>; 1 << BITS]> = Box::default();
+    let all = entries.into_iter().map(|(k, v)| (hash(k), k, v));
+    for (h, k, v) in all.chain(std::iter::once(more)) {
+        insert(&mut children[slot(h, depth)], depth + 1, h, k, v);
+    }
+    Node::Branch(children)
 }
 
 #[cfg(test)]
@@ -158,8 +157,11 @@ mod tests {
 
     #[test]
     fn inserting_keeps_the_old_set_unchanged() {
-        let a = WatchSet::new().insert(16, 1);
-        let b = a.insert(32, 2).insert(16, 3);
+        let mut a = WatchSet::new();
+        a.insert(16, 1);
+        let mut b = a.clone();
+        b.insert(32, 2);
+        b.insert(16, 3);
         assert_eq!(a.get(16), Some(&1));
         assert_eq!(a.get(32), None);
         assert_eq!(b.get(16), Some(&3));
@@ -171,7 +173,8 @@ mod tests {
     fn many_keys_split_leaves_and_are_all_found() {
         let mut sets = vec![WatchSet::new()];
         for i in 0..5_000u32 {
-            let next = sets.last().unwrap().insert(u64::from(i) * 64, i);
+            let mut next = sets.last().unwrap().clone();
+            next.insert(u64::from(i) * 64, i);
             sets.push(next);
         }
         let last = sets.last().unwrap();
@@ -186,8 +189,22 @@ mod tests {
     }
 
     #[test]
+    fn a_clone_grown_in_place_leaves_the_original_unchanged() {
+        let mut base = WatchSet::new();
+        (0..100u32).for_each(|i| base.insert(u64::from(i) * 64, i));
+        let mut grown = base.clone();
+        (100..1_000u32).for_each(|i| grown.insert(u64::from(i) * 64, i));
+        grown.insert(0, 7);
+        assert_eq!(keys(&base), (0..100).map(|i| i * 64).collect::<Vec<_>>());
+        assert_eq!(base.get(0), Some(&0));
+        assert_eq!(grown.get(0), Some(&7));
+        assert_eq!(keys(&grown).len(), 1_000);
+    }
+
+    #[test]
     fn keys_with_close_hashes_are_all_found() {
-        let set = (0..40u64).fold(WatchSet::new(), |s, i| s.insert(i << 40, i));
+        let mut set = WatchSet::new();
+        (0..40u64).for_each(|i| set.insert(i << 40, i));
         for i in 0..40u64 {
             assert_eq!(set.get(i << 40), Some(&i));
         }

@@ -182,9 +182,9 @@ impl Above<'_> {
             .0
             .map(|e| e.watch.clone())
             .unwrap_or_else(WatchSet::new);
-        let add = |watch: WatchSet<_>, id, owner: &Weak<Frame>, what| {
+        let add = |watch: &mut WatchSet<_>, id, owner: &Weak<Frame>, what| {
             let owner = owner.clone();
-            watch.insert(id, Watched { owner, what })
+            watch.insert(id, Watched { owner, what });
         };
         for trigger in triggers {
             let (id, what) = match trigger {
@@ -199,17 +199,17 @@ impl Above<'_> {
             };
             let mine = watch.get(id).is_some_and(|w| w.owner.ptr_eq(me));
             if !self.covers(id) && !mine {
-                watch = add(watch, id, me, what);
+                add(&mut watch, id, me, what);
             }
         }
         let applying = match (at, self.applying()) {
             (Some(at), Some(up)) if up.at < at => {
-                watch = add(watch, time_id(at), me, What::Time);
+                add(&mut watch, time_id(at), me, What::Time);
                 Some(up.clone())
             }
             (Some(at), up) => {
                 if let Some(up) = up {
-                    watch = add(watch, time_id(up.at), &up.owner, What::Time);
+                    add(&mut watch, time_id(up.at), &up.owner, What::Time);
                 }
                 Some(Applying {
                     at,
