@@ -776,6 +776,46 @@ fn check_racing_the_fence_decides_once() {
     });
 }
 
+/// `Cx::check` in a scope nested below the owner of a flag that is set, while the owner's
+/// fence decides for it on another thread: `check` returns `Err` (the flag was set before it
+/// was called), however it interleaves with the decision. It must not take the owner's
+/// decision under way (`DECIDING`, or the trigger found settled) for nothing, and then read
+/// its own scope before the owner's mark has reached it.
+#[test]
+fn check_below_an_owner_deciding_for_a_set_flag_is_err() {
+    model_bounded(3, || {
+        let (_ex, root) = root();
+        let flag = Flag::new();
+        let outer = Fencing::new().flag(&flag, "stop").scope();
+        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let s = slot.clone();
+        let mut fence = pin!(outer.fence(&root, move |cx| async move {
+            let inner = Fencing::new().scope();
+            inner
+                .fence(&cx, move |cx| {
+                    *s.lock().unwrap() = Some(cx);
+                    std::future::pending::<()>()
+                })
+                .await
+        }));
+        let (_, waker) = Counter::waker();
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let inner_cx = slot.lock().unwrap().take().expect("the inner body ran");
+        flag.set();
+        let t = thread::spawn(move || {
+            let checked = inner_cx.check();
+            assert_eq!(codes(&checked.unwrap_err()), ["stop"]);
+        });
+        let first = poll_once(fence.as_mut(), &waker);
+        t.join().unwrap();
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => block_on(fence.as_mut()),
+        };
+        assert_eq!(codes(&result.unwrap_err()), ["stop"]);
+    });
+}
+
 /// The codes of a list of reasons.
 fn codes_of(reasons: &[async_fence::Reason]) -> Vec<String> {
     reasons.iter().map(|r| r.code().to_string()).collect()

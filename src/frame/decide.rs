@@ -75,7 +75,7 @@ impl Frame {
     /// whoever tried to decide or stop and found it under way returns only once the scope
     /// reads cancelled (C2: a latch on every thread, like a flag). The decider is a few steps
     /// from done, and runs no user code meanwhile.
-    fn await_decision(&self) {
+    pub(super) fn await_decision(&self) {
         while self.state().is_deciding() {
             crate::sync::spin_wait();
         }
