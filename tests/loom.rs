@@ -16,6 +16,7 @@
 /// are plain atomics: bookkeeping of the test, not part of the model.
 mod common {
     pub mod live;
+    pub mod panics;
     pub mod poll;
     pub mod reasons;
 }
@@ -28,6 +29,7 @@ use std::task::{Poll, Wake, Waker};
 use async_fence::__loom::Executor;
 use async_fence::{Cx, Fencing, Flag, ReasonKind};
 use common::live::Live;
+use common::panics::{quiet_expected_panics, EXPECTED};
 use common::poll::poll_once;
 use common::reasons::{codes, manual};
 use loom::future::block_on;
@@ -813,6 +815,79 @@ fn check_below_an_owner_deciding_for_a_set_flag_is_err() {
             Poll::Pending => block_on(fence.as_mut()),
         };
         assert_eq!(codes(&result.unwrap_err()), ["stop"]);
+    });
+}
+
+/// A body whose `Drop` panics (on purpose).
+struct PanicsOnDrop;
+
+impl std::future::Future for PanicsOnDrop {
+    type Output = ();
+
+    fn poll(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> Poll<()> {
+        Poll::Pending
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{EXPECTED}: a body's drop");
+    }
+}
+
+/// A scope entered with a `Cx` that escaped its parent is dropped on another thread, and its
+/// body's `Drop` panics, while the parent returns `Ok`: the panic is never lost. It resumes
+/// from the parent's `fence` if the parent took it before returning, or goes on to the scope
+/// above (which cancels) if the parent returned first. The parent keeps it and decides in
+/// two steps: a return `Ok` between them must not leave it in the parent, unseen.
+#[test]
+fn a_panic_reaching_a_parent_that_returns_ok_is_never_lost() {
+    quiet_expected_panics();
+    model_bounded(3, || {
+        let (_ex, root) = root();
+        let outer = Fencing::new().scope();
+        let (outer_cx, parent_cx): (Arc<StdMutex<Option<Cx>>>, Arc<StdMutex<Option<Cx>>>) =
+            Default::default();
+        let s = outer_cx.clone();
+        let mut outer_fence = pin!(outer.fence(&root, move |cx| {
+            *s.lock().unwrap() = Some(cx);
+            std::future::pending::<()>()
+        }));
+        let (_, waker) = Counter::waker();
+        assert!(poll_once(outer_fence.as_mut(), &waker).is_pending());
+        let cx = outer_cx.lock().unwrap().take().expect("the outer body ran");
+        let parent = Fencing::new().scope();
+        let (s, polls) = (parent_cx.clone(), Arc::new(StdAtomicUsize::new(0)));
+        let mut parent_fence = pin!(parent.fence(&cx, move |cx| {
+            *s.lock().unwrap() = Some(cx);
+            // Ends on its second poll.
+            std::future::poll_fn(move |_| match polls.fetch_add(1, StdOrdering::SeqCst) {
+                0 => Poll::Pending,
+                _ => Poll::Ready(()),
+            })
+        }));
+        assert!(poll_once(parent_fence.as_mut(), &waker).is_pending());
+        let cx = parent_cx
+            .lock()
+            .unwrap()
+            .take()
+            .expect("the parent body ran");
+        let mut escaped = Box::pin(Fencing::new().scope().fence(&cx, |_| PanicsOnDrop));
+        assert!(poll_once(escaped.as_mut(), &waker).is_pending());
+        let t = thread::spawn(move || drop(escaped));
+        let returned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+            if let Poll::Ready(result) = poll_once(parent_fence.as_mut(), &waker) {
+                break result;
+            }
+            thread::yield_now();
+        }));
+        t.join().unwrap();
+        // Resumed from the parent's `fence`, or the parent returned `Ok` and the scope above
+        // has it.
+        if let Ok(result) = returned {
+            assert_eq!(result, Ok(()));
+            assert!(outer.is_cancelled(), "the panic was lost");
+        }
     });
 }
 

@@ -262,8 +262,12 @@ impl Frame {
         }
         // One decision, one set of reasons: a panic in a scope that has decided already
         // (a child whose `Drop` panics as it is torn down) resumes, but adds no reason.
-        let _ = self.decide(vec![reason]);
-        Ok(())
+        if self.decide(vec![reason]) || !self.state().is_finished_undecided() {
+            return Ok(());
+        }
+        // The fence returned `Ok` between the two looks (its return takes no panic): the
+        // panic kept here goes on up. `None`: a dropped fence took it up already.
+        self.take_panic().map_or(Ok(()), Err)
     }
 
     /// Takes the panic to resume from `fence`.
