@@ -891,6 +891,54 @@ fn a_panic_reaching_a_parent_that_returns_ok_is_never_lost() {
     });
 }
 
+/// A scope entered with the `Cx` of a middle scope, running on a thread neither owns, when
+/// the middle scope decides and then the outer one: once the middle scope is gone, the
+/// escaped scope waits for the outer one (the outermost that decided) to return, and its
+/// return wakes it (loom's `block_on` reports a lost wake-up as a deadlock). The middle scope
+/// left the outer one's members when it was dropped, so the outer one's return must reach
+/// the escaped scope some other way.
+#[test]
+fn an_escaped_scope_waiting_for_an_outer_owner_is_woken_by_its_return() {
+    model_bounded(2, || {
+        let (ex, root) = root();
+        let outer = Fencing::new().scope();
+        let middle = Arc::new(Fencing::new().scope());
+        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let (m, s) = (middle.clone(), slot.clone());
+        let mut fence = pin!(outer.fence(&root, move |cx| async move {
+            // Keeps the outer fence in its teardown until the executor runs it.
+            drop(cx.spawn(std::future::pending::<()>()));
+            m.fence(&cx, move |cx| {
+                *s.lock().unwrap() = Some(cx);
+                std::future::pending::<()>()
+            })
+            .await
+        }));
+        let (_, waker) = Counter::waker();
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let cx = slot.lock().unwrap().take().expect("the middle body ran");
+        let mut escaped = Box::pin(
+            Fencing::new()
+                .scope()
+                .fence(&cx, |_| std::future::pending::<()>()),
+        );
+        assert!(poll_once(escaped.as_mut(), &waker).is_pending());
+        let t = thread::spawn(move || block_on(escaped));
+        middle.cancel(manual("middle", "middle"));
+        outer.cancel(manual("outer", "outer"));
+        let result = loop {
+            if let Poll::Ready(result) = poll_once(fence.as_mut(), &waker) {
+                break result;
+            }
+            if !ex.try_tick() {
+                thread::yield_now();
+            }
+        };
+        assert_eq!(codes(&result.unwrap_err()), ["outer"]);
+        assert_eq!(codes(&t.join().unwrap().unwrap_err()), ["outer"]);
+    });
+}
+
 /// The codes of a list of reasons.
 fn codes_of(reasons: &[async_fence::Reason]) -> Vec<String> {
     reasons.iter().map(|r| r.code().to_string()).collect()

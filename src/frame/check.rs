@@ -10,7 +10,7 @@ use crate::flag::Flag;
 use crate::reason::{Found, Reason};
 use crate::trigger::{earliest, time_id, time_of, Trigger};
 
-use super::{Bits, Frame};
+use super::{locked, Bits, Frame};
 
 impl Frame {
     /// At entry: `true` while a flag watched above is set, or a deadline watched above has
@@ -63,22 +63,46 @@ impl Frame {
     ///
     /// O(1) while the parent runs (an owner above a running parent has not returned, or the
     /// parent escaped it and ends on its own first, waking this scope); the walk up happens
-    /// once the parent is over.
-    pub(crate) fn escaped(&self) -> Option<Vec<Reason>> {
+    /// once the parent is over. An owner found then that has not returned is followed
+    /// ([`follow`](Frame::follow)): its return wakes this scope, which the parent's (over)
+    /// no longer does.
+    pub(crate) fn escaped(self: &Arc<Self>) -> Option<Vec<Reason>> {
         if self.parent().is_some_and(|p| !p.state().is_finished()) {
             return None;
         }
         let mut outermost = None;
-        for frame in self.chain().skip(1) {
+        let mut next = self.parent();
+        while let Some(frame) = next {
             let bits = frame.state();
             if bits.is_deciding_or_decided() {
-                if !bits.is_finished() {
+                if !bits.is_finished() && self.follow(frame) {
                     return None;
                 }
                 outermost = Some(frame);
             }
+            next = frame.parent();
         }
-        outermost.map(Frame::reasons)
+        outermost.map(|f| f.reasons())
+    }
+
+    /// Registers with `owner`, an enclosing scope that decided and has not returned, beyond
+    /// the parent that is over: the scopes in between left it as they ended, so its return
+    /// wakes this scope only as one of its members (kept with the relinks, left at the end).
+    /// Once; `false` if its fence is over.
+    fn follow(self: &Arc<Self>, owner: &Arc<Frame>) -> bool {
+        let mut guard = self.lock();
+        let locked = locked(&mut guard);
+        if locked.relinks.iter().any(|(f, _)| Arc::ptr_eq(f, owner)) {
+            return true;
+        }
+        // Deadlock safety: this scope's lock, then the lock of one enclosing it.
+        match owner.register_nested(self) {
+            Some(key) => {
+                locked.relinks.push((owner.clone(), key));
+                true
+            }
+            None => false,
+        }
     }
 
     /// The full look of `Cx::check`: the scopes that own a flag that is set or the deadline
