@@ -939,6 +939,70 @@ fn an_escaped_scope_waiting_for_an_outer_owner_is_woken_by_its_return() {
     });
 }
 
+/// A scope entered with the `Cx` of a parent that returned `Ok` relies on the nearest scope
+/// above still in force (it relinks there), while that one, too, returns `Ok` on another
+/// thread: it then relies on the next one up, and a cancel of that one reaches it. Relinking
+/// to a scope that refuses it (its fence over) must not leave it registered nowhere (loom's
+/// `block_on` reports the missed cancel as a deadlock).
+#[test]
+fn an_orphaned_scope_relinking_while_the_scope_above_returns_is_still_reached() {
+    model_bounded(2, || {
+        let (_ex, root) = root();
+        let (outer, middle, parent) = (
+            Fencing::new().scope(),
+            Fencing::new().scope(),
+            Fencing::new().scope(),
+        );
+        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let (_, waker) = Counter::waker();
+        let s = slot.clone();
+        let mut outer_fence = pin!(outer.fence(&root, move |cx| {
+            *s.lock().unwrap() = Some(cx);
+            std::future::pending::<()>()
+        }));
+        assert!(poll_once(outer_fence.as_mut(), &waker).is_pending());
+        let cx = slot.lock().unwrap().take().expect("the outer body ran");
+        // Each of the two returns `Ok` on its second poll.
+        let ends_second = |slot: Arc<StdMutex<Option<Cx>>>| {
+            let polls = StdAtomicUsize::new(0);
+            move |cx| {
+                *slot.lock().unwrap() = Some(cx);
+                std::future::poll_fn(move |_| match polls.fetch_add(1, StdOrdering::SeqCst) {
+                    0 => Poll::Pending,
+                    _ => Poll::Ready(()),
+                })
+            }
+        };
+        let mut middle_fence = pin!(middle.fence(&cx, ends_second(slot.clone())));
+        assert!(poll_once(middle_fence.as_mut(), &waker).is_pending());
+        let cx = slot.lock().unwrap().take().expect("the middle body ran");
+        let mut parent_fence = pin!(parent.fence(&cx, ends_second(slot.clone())));
+        assert!(poll_once(parent_fence.as_mut(), &waker).is_pending());
+        let cx = slot.lock().unwrap().take().expect("the parent body ran");
+        let mut escaped = Box::pin(
+            Fencing::new()
+                .scope()
+                .fence(&cx, |_| std::future::pending::<()>()),
+        );
+        assert!(poll_once(escaped.as_mut(), &waker).is_pending());
+        assert_eq!(
+            poll_once(parent_fence.as_mut(), &waker),
+            Poll::Ready(Ok(()))
+        );
+        let t = thread::spawn(move || block_on(escaped));
+        assert_eq!(
+            poll_once(middle_fence.as_mut(), &waker),
+            Poll::Ready(Ok(()))
+        );
+        outer.cancel(manual("outer", "outer"));
+        let Poll::Ready(result) = poll_once(outer_fence.as_mut(), &waker) else {
+            panic!("a cancelled scope with no child did not return");
+        };
+        assert_eq!(codes(&result.unwrap_err()), ["outer"]);
+        assert_eq!(codes(&t.join().unwrap().unwrap_err()), ["outer"]);
+    });
+}
+
 /// The codes of a list of reasons.
 fn codes_of(reasons: &[async_fence::Reason]) -> Vec<String> {
     reasons.iter().map(|r| r.code().to_string()).collect()

@@ -120,11 +120,20 @@ impl Frame {
     #[cold]
     #[inline(never)]
     fn relink(self: &Arc<Self>) {
-        let next = self
+        let mut next = self
             .above()
             .and_then(|gone| gone.parent().cloned())
             .and_then(|p| in_force(&p));
-        let key = next.as_ref().and_then(|n| n.register_nested(self));
+        // A scope that returned `Ok` since `in_force` looked refuses this one, and will wake
+        // it no more: the next one up in force, then.
+        let key = loop {
+            let Some(n) = &next else { break None };
+            match n.register_nested(self) {
+                Some(key) => break Some(key),
+                None if n.state().is_finished_undecided() => next = n.parent().and_then(in_force),
+                None => break None,
+            }
+        };
         {
             let mut guard = self.lock();
             let locked = locked(&mut guard);

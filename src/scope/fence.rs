@@ -374,6 +374,9 @@ where
     /// Registers, looks at the triggers and the grace period; `Pending` if nothing changed.
     fn watch(&mut self, cx: &mut Context<'_>, here: Step) -> Next<T> {
         self.register(cx);
+        // A parent (or the scope relinked to) that returned `Ok` before this waker was
+        // registered woke an older one: look at it again now (no lost wake-up).
+        self.frame.relink_if_orphaned();
         let fired = match self.look(Look::Register(cx)) {
             Ok(fired) => fired,
             Err(next) => return next,
