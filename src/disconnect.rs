@@ -21,6 +21,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -130,15 +131,19 @@ struct Shared {
     /// Notified when the application takes bytes out of the buffer (invariant 3).
     drained: Event,
     disconnected: Flag,
+    /// The call that made the stream: the location of the disconnect reason.
+    from: &'static Location<'static>,
 }
 
 impl Shared {
+    #[track_caller]
     fn new(stream: Async<TcpStream>) -> Arc<Shared> {
         Arc::new(Shared {
             stream,
             state: Mutex::new(State::default()),
             drained: Event::new(),
             disconnected: Flag::new(),
+            from: Location::caller(),
         })
     }
 }
@@ -194,6 +199,7 @@ impl WatchedStream {
     /// }))
     /// .unwrap();
     /// ```
+    #[track_caller]
     pub fn new(stream: Async<TcpStream>, executor: &Executor<'static>) -> WatchedStream {
         let shared = Shared::new(stream);
         let watcher = Watcher::Task {
@@ -208,6 +214,7 @@ impl WatchedStream {
     /// Wraps `stream` and spawns its watcher where `cx` spawns its children (as a task owned
     /// by the stream, whatever scope `cx` is in).
     #[cfg(feature = "hyper")]
+    #[track_caller]
     pub(crate) fn watched_by(stream: Async<TcpStream>, cx: &crate::cx::Cx) -> WatchedStream {
         let shared = Shared::new(stream);
         let watcher = Watcher::Child {
@@ -222,7 +229,9 @@ impl WatchedStream {
     /// Returns the flag that is set when the peer goes away.
     ///
     /// It is set once, with kind [`ReasonKind::Disconnect`] and a message saying what
-    /// happened. Watch it from a fencing with
+    /// happened; the reason's [`location`](crate::Reason::location) is the call that made the
+    /// stream ([`new`](WatchedStream::new), or [`serve_connection`](crate::serve_connection)
+    /// with the `hyper` feature). Watch it from a fencing with
     /// `on_flag(stream.disconnected(), "disconnect")`; clone it to keep it past the stream.
     ///
     /// # Examples
@@ -402,7 +411,7 @@ impl Shared {
 
     fn set_disconnected(&self, message: &str) {
         self.disconnected
-            .set_with(ReasonKind::Disconnect, message.to_owned());
+            .set_from(ReasonKind::Disconnect, message, self.from);
     }
 }
 

@@ -157,6 +157,18 @@ impl Flag {
         self.latch(kind, Code::from(message.into()), Location::caller())
     }
 
+    /// [`set_with`](Flag::set_with) with the location of another call: an adapter's reason
+    /// points at the user's code that set the adapter up, not into this crate.
+    #[cfg(not(loom))]
+    pub(crate) fn set_from(
+        &self,
+        kind: ReasonKind,
+        message: impl Into<String>,
+        location: &'static Location<'static>,
+    ) -> bool {
+        self.latch(kind, Code::from(message.into()), location)
+    }
+
     /// Sets the flag unless it is set; `true` if this call set it. Returns only once the
     /// flag reads set (invariant 3).
     fn latch(&self, kind: ReasonKind, message: Code, location: &'static Location<'static>) -> bool {

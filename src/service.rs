@@ -17,6 +17,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::net::TcpStream;
+use std::panic::Location;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -165,11 +166,15 @@ pub struct FencedService<H> {
     cx: Cx,
     disconnected: Flag,
     handler: H,
+    /// The call that made the service: the location of a dropped response's reason.
+    from: &'static Location<'static>,
 }
 
 impl<H> FencedService<H> {
     /// Creates a service whose handlers get `cx` with `disconnected` bound under the code
-    /// [`DISCONNECT`], after every trigger `cx` already has (a shutdown flag, say).
+    /// [`DISCONNECT`], after every trigger `cx` already has (a shutdown flag, say). When
+    /// hyper drops a response before it is sent, the service sets `disconnected` itself,
+    /// with this call as the reason's [`location`](crate::Reason::location).
     ///
     /// # Examples
     ///
@@ -183,11 +188,13 @@ impl<H> FencedService<H> {
     /// let service = FencedService::new(&cx, &Flag::new(), |_cx: Cx, ()| async { Ok::<(), ()>(()) });
     /// assert_eq!(service.cx().fencing().len(), 2);
     /// ```
+    #[track_caller]
     pub fn new(cx: &Cx, disconnected: &Flag, handler: H) -> FencedService<H> {
         FencedService {
             cx: cx.bind(cx.fencing().flag(disconnected, DISCONNECT)),
             disconnected: disconnected.clone(),
             handler,
+            from: Location::caller(),
         }
     }
 
@@ -245,13 +252,14 @@ where
             Ok(None) => self.cx.clone(),
             Ok(Some(at)) => self.cx.bind(self.cx.fencing().deadline(at, GRPC_TIMEOUT)),
             // Invariant 3: the handler is not run.
-            Err(e) => return Respond::ready(Ok(bad_request(&e)), &self.disconnected),
+            Err(e) => return Respond::ready(Ok(bad_request(&e)), self),
         };
         // Invariant 1: the handler runs in its own task.
         let handler = (self.handler)(cx.clone(), request);
         Respond {
             state: State::Running(cx.spawn_root(handler)),
             disconnected: self.disconnected.clone(),
+            from: self.from,
         }
     }
 }
@@ -309,6 +317,7 @@ impl<H> fmt::Debug for FencedService<H> {
 pub struct Respond<T, E> {
     state: State<T, E>,
     disconnected: Flag,
+    from: &'static Location<'static>,
 }
 
 /// Where a [`Respond`] is.
@@ -322,10 +331,11 @@ enum State<T, E> {
 }
 
 impl<T, E> Respond<T, E> {
-    fn ready(out: Result<T, E>, disconnected: &Flag) -> Respond<T, E> {
+    fn ready<H>(out: Result<T, E>, service: &FencedService<H>) -> Respond<T, E> {
         Respond {
             state: State::Ready(out),
-            disconnected: disconnected.clone(),
+            disconnected: service.disconnected.clone(),
+            from: service.from,
         }
     }
 }
@@ -359,7 +369,7 @@ impl<T, E> Drop for Respond<T, E> {
         if let State::Running(task) = std::mem::replace(&mut self.state, State::Done) {
             // Invariant 2: flag first, then let the handler run on.
             self.disconnected
-                .set_with(ReasonKind::Disconnect, RESPONSE_DROPPED);
+                .set_from(ReasonKind::Disconnect, RESPONSE_DROPPED, self.from);
             task.detach();
         }
     }
@@ -387,7 +397,8 @@ impl<T, E> fmt::Debug for Respond<T, E> {
 /// [`FencedService::new`] and `hyper::server::conn::http1::Builder`.
 ///
 /// Await the returned connection (or spawn it) to serve; it resolves when the client closes
-/// the connection or it fails.
+/// the connection or it fails. A disconnect reason's [`location`](crate::Reason::location)
+/// is this call.
 ///
 /// # Cancel safety
 ///
@@ -432,6 +443,7 @@ impl<T, E> fmt::Debug for Respond<T, E> {
 /// }))
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn serve_connection<H, Fut, B, E>(
     cx: &Cx,
     stream: Async<TcpStream>,

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::panic::Location;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -64,6 +65,7 @@ const FORBIDDEN: [Signal; 5] = [
 /// }))
 /// .unwrap();
 /// ```
+#[track_caller]
 pub fn shutdown_on(
     signals: impl IntoIterator<Item = Signal>,
     executor: &Executor<'static>,
@@ -155,6 +157,7 @@ impl Shutdown {
     /// let err = Shutdown::new([Signal::Int, Signal::Kill], &ex).unwrap_err();
     /// assert_eq!(err.to_string(), "SIGKILL cannot be caught");
     /// ```
+    #[track_caller]
     pub fn new(
         signals: impl IntoIterator<Item = Signal>,
         executor: &Executor<'static>,
@@ -170,7 +173,8 @@ impl Shutdown {
         let signals = Signals::new(signals)?;
         let flag = Flag::new();
         let first = Arc::new(OnceLock::new());
-        let task = executor.spawn(wait_first(signals, flag.clone(), first.clone()));
+        let from = Location::caller();
+        let task = executor.spawn(wait_first(signals, flag.clone(), first.clone(), from));
         Ok(Shutdown {
             flag,
             first,
@@ -180,8 +184,9 @@ impl Shutdown {
 
     /// Returns the flag set by the first signal.
     ///
-    /// Its reason has kind [`ReasonKind::Signal`] and the message `"received SIGINT"` (the
-    /// signal's name). Setting it by hand (say, from an admin endpoint) starts the shutdown
+    /// Its reason has kind [`ReasonKind::Signal`], the message `"received SIGINT"` (the
+    /// signal's name), and as its [`location`](crate::Reason::location) the call of
+    /// [`new`](Shutdown::new) or [`shutdown_on`] that registered the signals. Setting it by hand (say, from an admin endpoint) starts the shutdown
     /// too; then [`next_signal`](Shutdown::next_signal) returns the first signal.
     ///
     /// # Examples
@@ -260,6 +265,7 @@ async fn wait_first(
     mut signals: Signals,
     flag: Flag,
     first: Arc<OnceLock<Signal>>,
+    from: &'static Location<'static>,
 ) -> io::Result<Signals> {
     let mut set_by_hand = flag.wait();
     let received = futures_lite::future::poll_fn(|cx| {
@@ -276,7 +282,11 @@ async fn wait_first(
     match received {
         Some(Some(Ok(signal))) => {
             let _ = first.set(signal);
-            flag.set_with(ReasonKind::Signal, format!("received {}", name(signal)));
+            flag.set_from(
+                ReasonKind::Signal,
+                format!("received {}", name(signal)),
+                from,
+            );
         }
         Some(Some(Err(e))) => return Err(e),
         Some(None) => return Err(stream_ended()),

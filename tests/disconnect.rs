@@ -48,6 +48,7 @@ fn peer_close_sets_flag_while_app_is_not_reading_and_keeps_every_byte() {
         Box::pin(async move {
             let (mut client, server) = pair().await;
             let mut stream = WatchedStream::new(server, &ex);
+            let made_at = line!() - 1;
             let sent = pattern(10_000);
             client.write_all(&sent).unwrap();
             drop(client);
@@ -60,6 +61,11 @@ fn peer_close_sets_flag_while_app_is_not_reading_and_keeps_every_byte() {
             assert_eq!(reason.kind(), ReasonKind::Disconnect);
             assert_eq!(reason.code(), &"disconnect");
             assert_eq!(reason.message(), "peer closed the connection");
+            // The location is the user's call that set the watch up.
+            let at = reason
+                .location()
+                .expect("a disconnect reason has a location");
+            assert_eq!((at.file(), at.line()), (file!(), made_at));
             assert_eq!(stream.buffered(), sent.len());
 
             let mut got = Vec::new();

@@ -147,6 +147,11 @@ fn assert_disconnect(err: &Cancelled) {
     assert_eq!(reason.kind(), ReasonKind::Disconnect);
     assert_eq!(reason.code(), &"disconnect");
     assert_eq!(reason.message(), "peer closed the connection");
+    // From the `serve_connection` call of `start`, not from inside the crate.
+    let at = reason
+        .location()
+        .expect("a disconnect reason has a location");
+    assert_eq!(at.file(), file!(), "{err:?}");
 }
 
 #[test]
@@ -293,7 +298,9 @@ fn dropped_response_is_a_disconnect_and_the_handler_runs_on() {
             let (event_tx, events) = async_channel::unbounded();
             let (report_tx, reports) = async_channel::unbounded();
             let handler = move |cx: Cx, req| handle(cx, req, event_tx.clone(), report_tx.clone());
-            let conn = ex.spawn(serve_connection(&Cx::new(ex.clone()), socket, handler));
+            let served = serve_connection(&Cx::new(ex.clone()), socket, handler);
+            let served_at = line!() - 1;
+            let conn = ex.spawn(served);
             assert_eq!(recv(&events).await, "started /slow");
 
             // The server drops the connection (and so hyper's response future) while the
@@ -309,6 +316,10 @@ fn dropped_response_is_a_disconnect_and_the_handler_runs_on() {
                 reason.message(),
                 "client went away before the response was sent"
             );
+            let at = reason
+                .location()
+                .expect("a disconnect reason has a location");
+            assert_eq!((at.file(), at.line()), (file!(), served_at));
             // The client sees the connection closed, without a response.
             let mut rest = Vec::new();
             client.read_to_end(&mut rest).unwrap();

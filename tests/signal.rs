@@ -37,6 +37,7 @@ fn first_signal_cancels_with_kind_signal_and_its_name() {
     run_on_executor(|ex| {
         Box::pin(async move {
             let shutdown = Shutdown::new([Signal::Usr1], &ex).unwrap();
+            let made_at = line!() - 1;
             let fencing = on_flag(shutdown.flag(), "shutdown");
             assert!(fencing.run(async {}).await.is_ok());
             raise("USR1");
@@ -48,6 +49,9 @@ fn first_signal_cancels_with_kind_signal_and_its_name() {
             assert_eq!(reason.kind(), ReasonKind::Signal);
             assert_eq!(reason.code(), &"shutdown");
             assert_eq!(reason.message(), "received SIGUSR1");
+            // The location is the user's call that set the handlers up.
+            let at = reason.location().expect("a signal reason has a location");
+            assert_eq!((at.file(), at.line()), (file!(), made_at));
             assert_eq!(shutdown.signal(), Some(Signal::Usr1));
         })
     });
