@@ -215,7 +215,7 @@ fn a_client_that_hangs_up_cancels_its_request_and_the_log_says_where_and_why() {
         "code=\"disconnect\"",
         "kind=disconnect",
         "why=\"peer closed the connection\"",
-        "from=\"src/",
+        "from=\"examples/server.rs:",
     ] {
         assert!(cancelled.contains(field), "{field} not in {cancelled}");
     }
