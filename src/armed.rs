@@ -138,6 +138,13 @@ impl Armed {
         (Armed { time, slots }, now)
     }
 
+    /// Whether trigger `index`, a flag or a custom trigger, is armed here (not covered).
+    pub(crate) fn owns(&self, index: usize) -> bool {
+        self.slots
+            .get(index)
+            .is_some_and(|slot| !matches!(slot, Slot::Time | Slot::Covered))
+    }
+
     /// Arms, in addition, the covered triggers that `cover` no longer covers (the scope
     /// above that watched them returned without deciding). Settled triggers stay settled.
     pub(crate) fn rearm(&mut self, triggers: &[Trigger], cover: &impl Covers) {
@@ -295,6 +302,14 @@ fn index_u32(index: usize) -> u32 {
 }
 
 impl Slots {
+    fn get(&self, index: usize) -> Option<&Slot> {
+        match self {
+            Slots::None => None,
+            Slots::One(slot) => (index == 0).then_some(slot),
+            Slots::Many(slots) => slots.get(index),
+        }
+    }
+
     fn get_mut(&mut self, index: usize) -> Option<&mut Slot> {
         match self {
             Slots::None => None,

@@ -94,6 +94,59 @@ fn a_custom_trigger_reached_through_cx_fencing_is_armed_once_and_owned_by_the_ou
     });
 }
 
+/// Ownership for a fencing of `n` flags and a custom trigger after them: the inner scope,
+/// entered with the same fencing, arms nothing, and the last flag set inside it cancels the
+/// outer scope alone. (A scope records what it owns in a bit set of 64 triggers, built into
+/// its watch set when first read; a larger fencing builds the set at entry.)
+fn many_flags_are_owned_by_the_outermost(n: usize) {
+    run(move |cx| async move {
+        let flags: Vec<Flag> = (0..n).map(|_| Flag::new()).collect();
+        let (makes, fire) = (Arc::new(AtomicUsize::new(0)), Flag::new());
+        let fencing = flags
+            .iter()
+            .enumerate()
+            .fold(Fencing::new(), |f, (i, flag)| {
+                f.flag(flag, format!("flag-{i}"))
+            })
+            .merge(&counted_when("quota", &makes, &fire));
+        let bound = cx.bind(fencing);
+        let (outer, inner) = (bound.fencing().scope(), bound.fencing().scope());
+        let inner_ref = &inner;
+        let last = flags[n - 1].clone();
+        let between = Arc::new(AtomicUsize::new(0));
+        let b = between.clone();
+        let m = makes.clone();
+        let err = outer.fence(&bound, |cx| async move {
+            let _ = inner_ref
+                .fence(&cx, |_| async move {
+                    assert_eq!(m.load(Ordering::SeqCst), 1, "make ran once");
+                    last.set();
+                    future::pending::<()>().await
+                })
+                .await;
+            b.fetch_add(1, Ordering::SeqCst);
+        });
+        let err = within(LIMIT, err).await.unwrap_err();
+        assert_eq!(codes(&err), [format!("flag-{}", n - 1)]);
+        assert_eq!(
+            between.load(Ordering::SeqCst),
+            0,
+            "code between the scopes ran"
+        );
+        assert!(inner.reasons().is_empty() && !inner.is_cancelled());
+    });
+}
+
+#[test]
+fn a_fencing_of_eight_flags_and_a_custom_trigger_is_owned_by_the_outermost() {
+    many_flags_are_owned_by_the_outermost(8);
+}
+
+#[test]
+fn a_fencing_of_seventy_flags_and_a_custom_trigger_is_owned_by_the_outermost() {
+    many_flags_are_owned_by_the_outermost(70);
+}
+
 #[test]
 fn a_custom_trigger_in_a_clone_or_derived_fencing_is_the_same_trigger() {
     run(|cx| async move {

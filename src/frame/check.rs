@@ -27,7 +27,7 @@ impl Frame {
             *clock.get_or_insert_with(Instant::now) >= at
                 && owner_pending(owner, |t| matches!(t, Trigger::Time(_)))
         };
-        entry.watch.for_each(|id, w| {
+        entry.watch.for_each_above(|id, w| {
             if pending || self.owns(&w.owner) {
                 return;
             }
@@ -147,7 +147,7 @@ impl Frame {
                 add(d.owner.upgrade());
             }
         }
-        entry.watch.for_each(|id, w| {
+        entry.watch.set(self.triggers()).for_each(|id, w| {
             let fired = match time_of(id) {
                 Some(at) => now.is_some_and(|now| now >= at),
                 None => w.flag().is_some_and(Flag::is_set),
@@ -167,11 +167,12 @@ impl Frame {
             return;
         };
         let triggers = self.triggers();
+        let watch = entry.watch.set(triggers);
         // This scope's armed time trigger: the earliest of its fencing, if it owns its instant
         // (as the applying deadline, or in the watch set).
         let owned = |at: Instant| {
             (entry.deadline.as_ref()).is_some_and(|d| d.at == at && self.owns(&d.owner))
-                || (entry.watch.get(time_id(at))).is_some_and(|w| self.owns(&w.owner))
+                || (watch.get(time_id(at))).is_some_and(|w| self.owns(&w.owner))
         };
         let own_time = earliest(triggers, entry.entered_at)
             .filter(|(_, at)| owned(*at))
@@ -181,8 +182,7 @@ impl Frame {
             .enumerate()
             .filter_map(|(index, trigger)| {
                 let reason = match trigger {
-                    Trigger::Flag { flag, code } => entry
-                        .watch
+                    Trigger::Flag { flag, code } => watch
                         .get(flag.id())
                         .filter(|w| self.owns(&w.owner))
                         .and_then(|_| flag.reason(code)),

@@ -9,7 +9,8 @@ use crate::armed::{Armed, Covers};
 use crate::trigger::{time_id, Trigger, TriggerId};
 use crate::watch_set::WatchSet;
 
-use super::entry::{Applying, Entry, Watched, What};
+use super::entry::{Applying, Entry};
+use super::watch::{Watch, Watched};
 use super::{locked, Frame};
 
 impl Frame {
@@ -23,11 +24,11 @@ impl Frame {
         bound: Option<Instant>,
         location: &'static Location<'static>,
     ) {
-        let above = Above(parent.as_ref().and_then(|p| p.entry()));
+        let above = Above(parent.as_deref());
         let triggers = self.triggers();
         let (armed, now) = Armed::arm(triggers, &above);
         let me = Arc::downgrade(self);
-        let (watch, deadline) = above.watch_below(triggers, armed.deadline(), &me);
+        let (watch, deadline) = above.watch_below(triggers, &armed, &me);
         let key = (parent.as_ref())
             .and_then(|p| p.register_nested(self))
             .and_then(|key| u32::try_from(key).ok());
@@ -143,7 +144,7 @@ impl Frame {
             locked.above = next.clone();
         }
         self.state.set_relinked();
-        let above = Above(next.as_ref().and_then(|n| n.entry()));
+        let above = Above(next.as_deref());
         let mut armed = crate::sync::lock(&self.armed);
         if let Some(armed) = armed.as_mut() {
             armed.rearm(self.triggers(), &above);
@@ -152,81 +153,63 @@ impl Frame {
 }
 
 /// What the scopes above a scope being entered watch: its parent's entry, read alone (C4).
-pub(crate) struct Above<'a>(pub(crate) Option<&'a Entry<Frame>>);
+pub(crate) struct Above<'a>(pub(crate) Option<&'a Frame>);
 
 impl Covers for Above<'_> {
     fn covers(&self, id: TriggerId) -> bool {
-        self.0
-            .and_then(|e| e.watch.get(id))
+        self.set()
+            .and_then(|set| set.get(id))
             .is_some_and(|w| owner_in_force(&w.owner))
     }
 
     fn covers_time(&self, at: Instant) -> bool {
         let applying = self.applying().is_some_and(|d| d.at == at);
-        applying || self.0.is_some_and(|e| !e.watch.is_empty()) && self.covers(time_id(at))
+        let some = self.entry().is_some_and(|e| !e.watch.is_empty());
+        applying || some && self.covers(time_id(at))
     }
 }
 
-impl Above<'_> {
+impl<'a> Above<'a> {
+    fn entry(&self) -> Option<&'a Entry<Frame>> {
+        self.0.and_then(Frame::entry)
+    }
+
+    /// The parent's watch set (built if it was not yet).
+    fn set(&self) -> Option<&'a WatchSet<Watched<Frame>>> {
+        self.0.and_then(Frame::watch_set)
+    }
+
     /// The deadline that applies above, if its owner still watches it.
-    pub(crate) fn applying(&self) -> Option<&Applying<Frame>> {
-        self.0
+    pub(crate) fn applying(&self) -> Option<&'a Applying<Frame>> {
+        self.entry()
             .and_then(|e| e.deadline.as_ref())
             .filter(|d| owner_in_force(&d.owner))
     }
 
-    /// The watch set and the applying deadline of a scope entered below with `triggers` and
-    /// its armed time trigger, due `at` (one it does not cover). The watch set is this one's
-    /// plus each flag and custom trigger it does not cover, owned by `me`. Of the deadlines
-    /// armed in the live chain, the earliest is the applying one and the others are in the
-    /// watch set, by instant: a new earlier deadline pushes the previous one into the set, a
-    /// later one goes into it (so a root scope with one timeout keeps an empty set).
+    /// The watch set and the applying deadline of a scope entered below with `triggers`,
+    /// `armed` as it armed them. The watch set is this one's plus each flag and custom
+    /// trigger it armed (it does not cover them), owned by `me`. Of the deadlines armed in
+    /// the live chain, the earliest is the applying one and the others are in the watch set,
+    /// by instant: a new earlier deadline pushes the previous one into the set, a later one
+    /// goes into it (so a root scope with one timeout keeps an empty set). The set is built
+    /// when first read ([`Watch`]).
     fn watch_below(
         &self,
         triggers: &[Trigger],
-        at: Option<Instant>,
+        armed: &Armed,
         me: &Weak<Frame>,
-    ) -> (WatchSet<Watched<Frame>>, Option<Applying<Frame>>) {
-        let mut watch = self
-            .0
-            .map(|e| e.watch.clone())
-            .unwrap_or_else(WatchSet::new);
-        let add = |watch: &mut WatchSet<_>, id, owner: &Weak<Frame>, what| {
-            let owner = owner.clone();
-            watch.insert(id, Watched { owner, what });
-        };
-        for trigger in triggers {
-            let (id, what) = match trigger {
-                Trigger::Flag { flag, .. } => (flag.id(), What::Flag(flag.clone())),
-                Trigger::When(when) => (
-                    when.id(),
-                    What::When {
-                        _keep: when.make.clone(),
-                    },
-                ),
-                Trigger::Time(_) => continue,
-            };
-            let mine = watch.get(id).is_some_and(|w| w.owner.ptr_eq(me));
-            if !self.covers(id) && !mine {
-                add(&mut watch, id, me, what);
-            }
-        }
-        let applying = match (at, self.applying()) {
-            (Some(at), Some(up)) if up.at < at => {
-                add(&mut watch, time_id(at), me, What::Time);
-                Some(up.clone())
-            }
+    ) -> (Watch<Frame>, Option<Applying<Frame>>) {
+        let above = self.set().cloned().unwrap_or_else(WatchSet::new);
+        let (time, applying) = match (armed.deadline(), self.applying()) {
+            (Some(at), Some(up)) if up.at < at => (Some((at, me.clone())), Some(up.clone())),
             (Some(at), up) => {
-                if let Some(up) = up {
-                    add(&mut watch, time_id(up.at), &up.owner, What::Time);
-                }
-                Some(Applying {
-                    at,
-                    owner: me.clone(),
-                })
+                let pushed = up.map(|up| (up.at, up.owner.clone()));
+                let owner = me.clone();
+                (pushed, Some(Applying { at, owner }))
             }
-            (None, up) => up.cloned(),
+            (None, up) => (None, up.cloned()),
         };
+        let watch = Watch::new(above, triggers, |i| armed.owns(i), time, me);
         (watch, applying)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Set once, at entry, before any `Cx` points to the scope, and never changed: its parent
 //! (and its place among the parent's members), which flags and custom triggers the chain of
-//! live scopes above it (and it) watch and who owns each ([`WatchSet`]), and the earliest
+//! live scopes above it (and it) watch and who owns each ([`Watch`]), and the earliest
 //! deadline that applies inside it. A scope entered inside this one reads these from here
 //! alone (C4: O(1) in depth).
 //!
@@ -13,9 +13,7 @@ use std::panic::Location;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use crate::flag::Flag;
-use crate::trigger::MakeTrigger;
-use crate::watch_set::WatchSet;
+use super::watch::Watch;
 
 /// The immutable facts of one entry.
 pub(crate) struct Entry<F> {
@@ -23,8 +21,9 @@ pub(crate) struct Entry<F> {
     pub(crate) parent: Option<Arc<F>>,
     /// This scope's key among the parent's members, if the parent took it.
     pub(crate) key: Option<u32>,
-    /// The flags and custom triggers watched by this scope and the live scopes above it.
-    pub(crate) watch: WatchSet<Watched<F>>,
+    /// The flags and custom triggers watched by this scope and the live scopes above it
+    /// (built when first read).
+    pub(crate) watch: Watch<F>,
     /// The earliest deadline that applies inside this scope, and the scope that owns it.
     pub(crate) deadline: Option<Applying<F>>,
     /// The earliest deadline of the fencing bound in the `Cx` the scope was entered with,
@@ -39,38 +38,10 @@ pub(crate) struct Entry<F> {
     pub(crate) span: Option<Box<tracing::Span>>,
 }
 
-/// A watched flag or custom trigger: its owner, and the trigger itself (which keeps its
-/// identity from being reused while the set holds it: watch set invariant 2).
-pub(crate) struct Watched<F> {
-    pub(crate) owner: Weak<F>,
-    pub(crate) what: What,
-}
-
-/// What is watched.
-#[derive(Clone)]
-pub(crate) enum What {
-    Flag(Flag),
-    /// A custom trigger: held only to keep its identity (invariant 2 of the watch set).
-    When {
-        _keep: MakeTrigger,
-    },
-    /// A time trigger: its identity is its instant.
-    Time,
-}
-
 /// The earliest deadline that applies, and the scope whose timer fires at it.
 pub(crate) struct Applying<F> {
     pub(crate) at: Instant,
     pub(crate) owner: Weak<F>,
-}
-
-impl<F> Clone for Watched<F> {
-    fn clone(&self) -> Watched<F> {
-        Watched {
-            owner: self.owner.clone(),
-            what: self.what.clone(),
-        }
-    }
 }
 
 impl<F> Clone for Applying<F> {
@@ -78,16 +49,6 @@ impl<F> Clone for Applying<F> {
         Applying {
             at: self.at,
             owner: self.owner.clone(),
-        }
-    }
-}
-
-impl<F> Watched<F> {
-    /// The watched flag, if it is one.
-    pub(crate) fn flag(&self) -> Option<&Flag> {
-        match &self.what {
-            What::Flag(flag) => Some(flag),
-            What::When { .. } | What::Time => None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! future is a thin handle and a deep recursion of nested scopes costs little stack (C4).
 //!
 //! Its parts: the [config](config) it was made with, the [state word](state), the
-//! [entry](entry), the [record](record) of reasons and the [members](members). Its methods
+//! [entry](entry) (with its [watch set](watch), built when first read), the [record](record)
+//! of reasons and the [members](members). Its methods
 //! are grouped by what they do: [entering](enter), [looking at its
 //! triggers](look), [deciding](decide), [children](children), [finishing](finish),
 //! [`Cx::check`](check) and [reading](view).
@@ -53,6 +54,7 @@ use crate::instrument::Token;
 use crate::reason::Reason;
 use crate::sync::{lock, AtomicU32, Mutex, MutexGuard, Ordering, Timer, WakerSlot};
 use crate::trigger::Trigger;
+use crate::watch_set::WatchSet;
 
 mod check;
 mod children;
@@ -67,6 +69,7 @@ mod path;
 mod record;
 mod state;
 mod view;
+mod watch;
 
 pub(crate) use config::{Config, Grace};
 pub(crate) use decide::Fired;
@@ -150,6 +153,11 @@ impl Frame {
 
     pub(crate) fn entry(&self) -> Option<&Entry<Frame>> {
         self.entry.get()
+    }
+
+    /// The watch set of the entry (built on first read), if entered.
+    pub(crate) fn watch_set(&self) -> Option<&WatchSet<watch::Watched<Frame>>> {
+        self.entry().map(|e| e.watch.set(self.triggers()))
     }
 
     pub(crate) fn parent(&self) -> Option<&Arc<Frame>> {
