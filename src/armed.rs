@@ -116,8 +116,13 @@ impl Armed {
     /// Arms the triggers of one entry that `cover` does not cover, reading the clock once if
     /// there is a time trigger (invariant 1): returns the instant with it.
     pub(crate) fn arm(triggers: &[Trigger], cover: &impl Covers) -> (Armed, Option<Instant>) {
-        let has_time = triggers.iter().any(|t| matches!(t, Trigger::Time(_)));
-        let now = has_time.then(Instant::now);
+        let now = has_time(triggers).then(Instant::now);
+        (Armed::arm_at(triggers, cover, now), now)
+    }
+
+    /// [`arm`](Armed::arm) with the clock read by the caller: `now` is `Some` if there is a
+    /// time trigger (invariant 1).
+    pub(crate) fn arm_at(triggers: &[Trigger], cover: &impl Covers, now: Option<Instant>) -> Armed {
         let time = match now.and_then(|now| earliest(triggers, now)) {
             None => Time::None,
             Some((index, at)) if cover.covers_time(at) => Time::Covered(index_u32(index), at),
@@ -135,7 +140,7 @@ impl Armed {
             [one] => Slots::One(slot(one)),
             many => Slots::Many(many.iter().map(slot).collect()),
         };
-        (Armed { time, slots }, now)
+        Armed { time, slots }
     }
 
     /// Whether trigger `index`, a flag or a custom trigger, is armed here (not covered).
@@ -293,6 +298,11 @@ impl Time {
             fired: false,
         })
     }
+}
+
+/// Whether `triggers` has a time trigger (then arming reads the clock).
+pub(crate) fn has_time(triggers: &[Trigger]) -> bool {
+    triggers.iter().any(|t| matches!(t, Trigger::Time(_)))
 }
 
 /// A trigger's index, small: a fencing has fewer than 2^32 triggers (its flattened list

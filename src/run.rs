@@ -5,14 +5,16 @@ use std::future::Future;
 use std::panic::resume_unwind;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use pin_project_lite::pin_project;
 
-use crate::armed::{Armed, Look, Uncovered};
+use crate::armed::{has_time, Armed, Look, Uncovered};
 use crate::cancelled::Cancelled;
 use crate::fencing::Fencing;
 use crate::guard;
 use crate::reason::Reason;
+use crate::trigger::{earliest, Trigger};
 
 impl Fencing {
     /// Runs one future under these triggers: the quick path, with no [`Cx`](crate::Cx) and no
@@ -93,19 +95,10 @@ impl<F: Future> Future for Run<'_, F> {
                 }
                 armed
             }
-            // Entry: arm, and return at once if anything is already due (the future is
-            // never polled then). A future ready at once keeps no armed state and registers
-            // no timer.
-            None => {
-                let (mut armed, now) = Armed::arm(fencing.triggers(), &Uncovered);
-                if let Some(err) = accepted(fencing, &mut armed, Look::Entry(now, cx)) {
-                    return Poll::Ready(Err(err));
-                }
-                if let Poll::Ready(out) = this.fut.poll(cx) {
-                    return Poll::Ready(Ok(out));
-                }
-                this.armed.insert(armed)
-            }
+            None => match enter(fencing, this.fut, cx) {
+                Ok(armed) => this.armed.insert(armed),
+                Err(ready) => return Poll::Ready(ready),
+            },
         };
         match accepted(fencing, armed, Look::Register(cx)) {
             Some(err) => {
@@ -114,6 +107,35 @@ impl<F: Future> Future for Run<'_, F> {
             }
             None => Poll::Pending,
         }
+    }
+}
+
+/// Entry: arms, and returns at once if anything is already due (the future is never polled
+/// then); `Ok` with the armed state if the future is pending. A future ready at once keeps
+/// no armed state and registers no timer; for a fencing of time triggers alone, none due,
+/// it is polled before anything is armed.
+fn enter<F: Future>(
+    fencing: &Fencing,
+    mut fut: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Result<Armed, Result<F::Output, Cancelled>> {
+    let triggers = fencing.triggers();
+    let now = has_time(triggers).then(Instant::now);
+    let time_only = triggers.iter().all(|t| matches!(t, Trigger::Time(_)));
+    let due = |now| earliest(triggers, now).is_some_and(|(_, at)| now >= at);
+    if time_only && !now.is_some_and(due) {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Err(Ok(out));
+        }
+        return Ok(Armed::arm_at(triggers, &Uncovered, now));
+    }
+    let mut armed = Armed::arm_at(triggers, &Uncovered, now);
+    if let Some(err) = accepted(fencing, &mut armed, Look::Entry(now, cx)) {
+        return Err(Err(err));
+    }
+    match fut.poll(cx) {
+        Poll::Ready(out) => Err(Ok(out)),
+        Poll::Pending => Ok(armed),
     }
 }
 
