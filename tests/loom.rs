@@ -639,6 +639,33 @@ fn a_stop_racing_a_finishing_body_has_one_outcome() {
     });
 }
 
+/// A stop races the entry of a scope with a grace period: it lands before entry (the scope
+/// is cancelled and its body never polled) or after (the scope stops, and a body that
+/// finishes returns `Ok`). It must not read the state before entry and cancel after: a body
+/// that started under a grace period is never cut by a stop.
+#[test]
+fn a_stop_racing_entry_never_cancels_a_started_body() {
+    model(|| {
+        let (_ex, cx) = root();
+        let scope = Arc::new(Fencing::new().scope().grace(std::time::Duration::MAX));
+        let stopper = scope.clone();
+        let t = thread::spawn(move || stopper.stop(manual("drain", "drain")));
+        let started = Arc::new(StdAtomicUsize::new(0));
+        let s = started.clone();
+        let result = block_on(scope.fence(&cx, move |_| async move {
+            s.fetch_add(1, StdOrdering::SeqCst);
+            7
+        }));
+        t.join().unwrap();
+        if started.load(StdOrdering::SeqCst) == 0 {
+            assert_eq!(codes(&result.unwrap_err()), ["drain"]);
+        } else {
+            assert_eq!(result, Ok(7), "a stop cut a body that started with grace");
+            assert!(!scope.is_cancelled());
+        }
+    });
+}
+
 /// In the grace period a different trigger and a `Scope::cancel` race: each would cancel at
 /// once, and exactly one does. The reasons are the stop's, then one hard reason.
 #[test]

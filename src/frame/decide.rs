@@ -11,7 +11,7 @@ use crate::guard;
 use crate::reason::{internal, Found, Reason};
 use crate::trace::{self, Event};
 
-use super::state::{Decide, Mark, Stop};
+use super::state::{Decide, Mark, State, Stop};
 use super::{locked, recorded, Frame, Locked};
 
 /// What an entered scope's triggers did when found fired.
@@ -38,6 +38,30 @@ impl Frame {
     /// [`decide`](Frame::decide) on this scope's own triggers `settled`, marked recorded in
     /// the same look as the decision: whoever finds them recorded finds the scope deciding.
     fn decide_settling(&self, reasons: Vec<Reason>, settled: &[usize]) -> bool {
+        self.decide_by(reasons, settled, State::begin_deciding) == Decide::Begun
+    }
+
+    /// `Scope::stop`: a scope with its grace period in force stops; one without (or whose
+    /// entry has not set it yet, the body not started) decides, as a trigger due at entry
+    /// would. The decision is begun only if no grace period came in force meanwhile: a stop
+    /// that read the scope before its entry stops it if its body may have started.
+    pub(crate) fn stop_by_hand(&self, reason: Reason) {
+        if !self.state().has_grace() {
+            let begin = State::begin_deciding_graceless;
+            if self.decide_by(vec![reason.clone()], &[], begin) != Decide::Graceful {
+                return;
+            }
+        }
+        let _ = self.stop(vec![reason], &[]);
+    }
+
+    /// [`decide_settling`](Frame::decide_settling), the decision begun by `begin`; its outcome.
+    fn decide_by(
+        &self,
+        reasons: Vec<Reason>,
+        settled: &[usize],
+        begin: fn(&State) -> Decide,
+    ) -> Decide {
         let path = self.path();
         let mut inside = {
             let mut guard = self.lock();
@@ -47,10 +71,15 @@ impl Frame {
                     .map_or(true, |l| settled.iter().any(|i| !l.record.is_settled(*i)));
             // Triggers already recorded (the fence and `check` saw them at once, and the
             // other one stopped the scope for them) decide nothing.
-            if !news || self.state.begin_deciding() != Decide::Begun {
+            let begun = if news {
+                begin(&self.state)
+            } else {
+                Decide::AlreadyDecided
+            };
+            if begun != Decide::Begun {
                 drop(guard);
                 self.await_decision();
-                return false;
+                return begun;
             }
             let locked = locked(&mut guard);
             settled.iter().for_each(|i| locked.record.settle(*i));
@@ -68,7 +97,7 @@ impl Frame {
         propagate(inside.nested, Mark::Cancelled);
         self.state.finish_deciding();
         self.wake_fence();
-        true
+        Decide::Begun
     }
 
     /// Waits while another thread's decision reaches the scopes inside (frame invariant 2):

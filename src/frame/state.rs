@@ -75,6 +75,9 @@ pub(crate) enum Decide {
     AlreadyDecided,
     /// The fence is over: too late.
     Finished,
+    /// A grace period is in force: a stop stops the scope instead (only from
+    /// [`begin_deciding_graceless`](State::begin_deciding_graceless)).
+    Graceful,
 }
 
 /// The outcome of [`State::begin_stopping`].
@@ -161,6 +164,19 @@ impl State {
             Ok(_) => Decide::Begun,
             Err(b) if b.is_finished() => Decide::Finished,
             Err(_) => Decide::AlreadyDecided,
+        }
+    }
+
+    /// [`begin_deciding`](State::begin_deciding) for a stop, refused once the grace period is
+    /// in force (`HAS_GRACE`, set before the body starts): in the same compare-and-swap as the
+    /// decision, so a stop that decides never cuts a body that started with a grace period.
+    pub(crate) fn begin_deciding_graceless(&self) -> Decide {
+        let refused = HAS_GRACE | DECIDING | CANCELLED | FINISHED;
+        match self.update(DECIDING, |b| b.0 & refused == 0) {
+            Ok(_) => Decide::Begun,
+            Err(b) if b.is_finished() => Decide::Finished,
+            Err(b) if b.is_deciding_or_decided() => Decide::AlreadyDecided,
+            Err(_) => Decide::Graceful,
         }
     }
 
@@ -418,6 +434,26 @@ mod tests {
         let bits = state.load();
         assert!(bits.is_cancelled() && bits.is_deciding_or_decided());
         assert_eq!(state.begin_deciding(), Decide::AlreadyDecided);
+    }
+
+    #[test]
+    fn a_graceless_decision_is_refused_once_the_grace_period_is_in_force() {
+        let before = State::new();
+        let _ = before.enter();
+        assert_eq!(before.begin_deciding_graceless(), Decide::Begun);
+
+        let graceful = State::new();
+        let _ = graceful.enter();
+        graceful.set_grace();
+        assert_eq!(graceful.begin_deciding_graceless(), Decide::Graceful);
+        assert!(!graceful.load().is_deciding_or_decided());
+        assert_eq!(graceful.begin_deciding(), Decide::Begun);
+        assert_eq!(graceful.begin_deciding_graceless(), Decide::AlreadyDecided);
+
+        let done = State::new();
+        done.set_grace();
+        let _ = done.finish();
+        assert_eq!(done.begin_deciding_graceless(), Decide::Finished);
     }
 
     #[test]

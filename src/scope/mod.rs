@@ -238,13 +238,7 @@ impl Scope {
     /// ```
     #[track_caller]
     pub fn stop(&self, reason: Reason) {
-        let reason = reason.at(Location::caller());
-        let bits = self.frame.state();
-        if bits.is_entered() && bits.has_grace() {
-            let _ = self.frame.stop(vec![reason], &[]);
-        } else {
-            let _ = self.frame.decide(vec![reason]);
-        }
+        self.frame.stop_by_hand(reason.at(Location::caller()));
     }
 
     /// Returns the scope with a grace period: two-phase cancellation.
