@@ -862,6 +862,53 @@ impl Drop for PanicsOnDrop {
     }
 }
 
+/// Two children panic at once on two threads: the scope is cancelled with one `"panic"`
+/// reason, and the panic that resumes from `fence` is the one that reason tells of. Each
+/// child keeps its panic and decides in two steps: the second must not keep one panic while
+/// the other decides with its own message.
+#[test]
+fn two_children_panicking_at_once_resume_the_panic_their_reason_tells() {
+    quiet_expected_panics();
+    model_bounded(3, || {
+        let (ex, cx) = root();
+        let scope = Fencing::new().scope();
+        let (_, waker) = Counter::waker();
+        let mut fence = pin!(scope.fence(&cx, |cx| {
+            for name in ["a", "b"] {
+                let _ = cx.spawn(async move { panic!("{EXPECTED}: child {name}") });
+            }
+            std::future::pending::<()>()
+        }));
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let ex = ex.clone();
+                thread::spawn(move || assert!(ex.try_tick()))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+            if poll_once(fence.as_mut(), &waker).is_ready() {
+                break;
+            }
+            thread::yield_now();
+        }))
+        .expect_err("the children's panic did not resume from `fence`");
+        let reasons = scope.reasons();
+        assert_eq!(codes_of(&reasons), ["panic"]);
+        // Which child: the last word of each (the messages hold the marker that silences them).
+        let child = |message: &str| message.rsplit(' ').next().unwrap_or("").to_owned();
+        let told = child(reasons[0].message());
+        let resumed = child(common::panics::panic_message(&*resumed));
+        assert_eq!(
+            told, resumed,
+            "the reason tells of another panic than the one resumed"
+        );
+    });
+}
+
 /// A scope entered with a `Cx` that escaped its parent is dropped on another thread, and its
 /// body's `Drop` panics, while the parent returns `Ok`: the panic is never lost. It resumes
 /// from the parent's `fence` if the parent took it before returning, or goes on to the scope

@@ -282,12 +282,25 @@ impl Frame {
     fn fail_here(&self, payload: Panic, what: &str) -> Result<(), Panic> {
         let at = self.entry().map(|e| e.location);
         let reason = internal::panicked(what, &*payload, at);
-        {
+        let later = {
             let mut guard = self.lock();
             if self.state().is_finished() {
                 return Err(payload);
             }
-            locked(&mut guard).record.panic.get_or_insert(payload);
+            let kept = &mut locked(&mut guard).record.panic;
+            if kept.is_some() {
+                Some(payload)
+            } else {
+                *kept = Some(payload);
+                None
+            }
+        };
+        if let Some(later) = later {
+            // The panic kept first resumes, and the reason must tell of it: whoever kept it
+            // decides with its own reason (or finds a decision), not this one. Dropped with no
+            // lock held.
+            drop(later);
+            return Ok(());
         }
         // One decision, one set of reasons: a panic in a scope that has decided already
         // (a child whose `Drop` panics as it is torn down) resumes, but adds no reason.
