@@ -666,6 +666,63 @@ fn a_stop_racing_entry_never_cancels_a_started_body() {
     });
 }
 
+/// Two threads stop a scope with a grace period at once, with a scope nested in it: once
+/// `Scope::stop` has returned on a thread, `Cx::is_stopping()` is true inside the nested scope
+/// on that thread (the stop took effect at once, and reaches every scope inside), whichever
+/// stop did the work; and so it is once `Scope::is_stopping()` reads true. The body's own
+/// `Cx` reads stopping only once the scope does.
+#[test]
+fn a_stop_has_reached_the_nested_scopes_when_it_returns() {
+    model_bounded(3, || {
+        let (_ex, root) = root();
+        let outer = Arc::new(Fencing::new().scope().grace(std::time::Duration::MAX));
+        let (slot, body_slot): (Arc<StdMutex<Option<Cx>>>, Arc<StdMutex<Option<Cx>>>) =
+            Default::default();
+        let (s, b) = (slot.clone(), body_slot.clone());
+        let mut fence = pin!(outer.fence(&root, move |cx| async move {
+            *b.lock().unwrap() = Some(cx.clone());
+            Fencing::new()
+                .scope()
+                .fence(&cx, move |cx| {
+                    *s.lock().unwrap() = Some(cx);
+                    std::future::pending::<()>()
+                })
+                .await
+        }));
+        let (_, waker) = Counter::waker();
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let inner = slot.lock().unwrap().take().expect("the inner body ran");
+        let body = body_slot.lock().unwrap().take().expect("the body ran");
+        let threads: Vec<_> = ["one", "two"]
+            .into_iter()
+            .map(|code| {
+                let (outer, inner) = (outer.clone(), inner.clone());
+                thread::spawn(move || {
+                    outer.stop(manual(code, code));
+                    assert!(
+                        inner.is_stopping(),
+                        "a stop returned before it reached inside"
+                    );
+                })
+            })
+            .collect();
+        let body_first = body.is_stopping();
+        if outer.is_stopping() {
+            assert!(
+                inner.is_stopping(),
+                "the scope reads stopping, the one inside not"
+            );
+        }
+        assert!(
+            !body_first || outer.is_stopping(),
+            "its body read stopping first"
+        );
+        for t in threads {
+            t.join().unwrap();
+        }
+    });
+}
+
 /// In the grace period a different trigger and a `Scope::cancel` race: each would cancel at
 /// once, and exactly one does. The reasons are the stop's, then one hard reason.
 #[test]

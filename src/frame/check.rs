@@ -212,7 +212,7 @@ fn owner_pending(owner: &Weak<Frame>, pick: impl Fn(&Trigger) -> bool) -> bool {
     owner.upgrade().is_some_and(|o| {
         let decided = |bits: Bits| !bits.is_finished() && bits.is_cancelled_inside();
         let bits = o.state();
-        if bits.is_finished() || bits.is_stopping_inside() {
+        if bits.is_finished() || bits.is_stopping() || bits.is_stopping_inside() {
             return decided(bits);
         }
         !o.has_settled(pick) || decided(o.state())

@@ -119,7 +119,7 @@ impl Frame {
             let stop = self.state.begin_stopping();
             if stop != Stop::Stopped {
                 drop(guard);
-                self.await_decision();
+                self.await_stop();
                 return stop;
             }
             let locked = locked(&mut guard);
@@ -128,11 +128,34 @@ impl Frame {
             settled.iter().for_each(|i| record.settle(*i));
             record.stopped_at = Some(Instant::now());
             trace::emit(Event::Stopped, path.as_deref(), &record.reasons);
-            Inside::reach(locked, Mark::Stopping)
+            // This scope's own listeners hear of it once `STOPPED` shows, below.
+            Inside {
+                children: Vec::new(),
+                nested: locked.members.nested(),
+            }
         };
         propagate(inside.nested, Mark::Stopping);
+        self.state.finish_stopping();
+        self.notify_stopping();
         self.wake_fence();
         Stop::Stopped
+    }
+
+    /// Wakes whoever waits for this scope to stop (`Cx::stopping`), after its state says so.
+    fn notify_stopping(&self) {
+        if let Some(locked) = self.lock().as_ref() {
+            locked.members.notify_stopping();
+        }
+    }
+
+    /// Waits while another thread's stop (or decision) reaches the scopes inside: a stop that
+    /// found one under way returns once the scope reads stopped, and so does every `Cx`
+    /// inside it (a latch on every thread, as for a decision).
+    fn await_stop(&self) {
+        while self.state().is_stop_under_way() {
+            crate::sync::spin_wait();
+        }
+        self.await_decision();
     }
 
     /// This scope's own triggers found fired (by its fence or by `Cx::check`), with their

@@ -9,6 +9,7 @@
 //! | `ENTERED` | the first poll of a fence | never | the scope was entered (rule 8) |
 //! | `HAS_GRACE` | entry, with a grace period | never | a fired trigger stops rather than cancels |
 //! | `STOPPING` | a trigger with grace, `Scope::stop` | never | in the grace period |
+//! | `STOPPED` | the stopper, after the nested scopes are marked | never | the stop reached every scope inside (`Scope::is_stopping`, `Cx::is_stopping`) |
 //! | `DECIDING` | the decider, under the scope's lock | by `CANCELLED` | a decision is reaching the nested scopes |
 //! | `CANCELLED` | the decider, after the nested scopes are marked | never | decided to cancel (C2) |
 //! | `FROZEN` | the fence, as its teardown starts | never | the reasons are final |
@@ -39,6 +40,7 @@ const ABOVE_CANCELLED: u32 = 1 << 10;
 const HAS_MEMBERS: u32 = 1 << 11;
 const HANDLE_CANCELS: u32 = 1 << 12;
 const RELINKED: u32 = 1 << 13;
+const STOPPED: u32 = 1 << 14;
 
 /// The scope's state word.
 pub(crate) struct State(AtomicU32);
@@ -205,6 +207,12 @@ impl State {
         }
     }
 
+    /// Ends the stop that [`begin_stopping`](State::begin_stopping) began: every nested scope
+    /// is marked, so whoever sees the scope stopped sees every scope inside it stopping.
+    pub(crate) fn finish_stopping(&self) {
+        self.set(STOPPED);
+    }
+
     /// The fence returns `Ok`. Requires: nobody here or above decided (C2, and rule 5: a
     /// fence whose enclosing scope decided never returns).
     pub(crate) fn finish_ok(&self) -> FinishOk {
@@ -303,6 +311,17 @@ impl Bits {
         self.0 & STOPPING != 0
     }
 
+    /// This scope's stop has reached every scope inside it: what `Scope::is_stopping` reads.
+    pub(crate) fn is_stopped(self) -> bool {
+        self.0 & STOPPED != 0
+    }
+
+    /// A stop is reaching the scopes inside: it shows as `STOPPED` once it did (or as
+    /// `CANCELLED`, whose marks imply stopping).
+    pub(crate) fn is_stop_under_way(self) -> bool {
+        self.0 & (STOPPING | STOPPED | CANCELLED) == STOPPING
+    }
+
     /// This scope decided to cancel (C2).
     pub(crate) fn is_cancelled(self) -> bool {
         self.0 & CANCELLED != 0
@@ -344,9 +363,11 @@ impl Bits {
         self.0 & (DECIDING | CANCELLED | ABOVE_CANCELLED) != 0
     }
 
-    /// This scope or an enclosing one is stopping or decided: what `Cx::is_stopping` reads.
+    /// This scope or an enclosing one is stopping or decided: what `Cx::is_stopping` reads. A
+    /// stop of this scope counts once it reached the scopes inside (`STOPPED`): a `Cx` here
+    /// reads stopping only once `Scope::is_stopping` does.
     pub(crate) fn is_stopping_inside(self) -> bool {
-        self.0 & (STOPPING | DECIDING | CANCELLED | ABOVE_STOPPING | ABOVE_CANCELLED) != 0
+        self.0 & (STOPPED | DECIDING | CANCELLED | ABOVE_STOPPING | ABOVE_CANCELLED) != 0
     }
 
     /// The fence is over without this scope deciding: it returned `Ok` or was dropped.
@@ -375,7 +396,8 @@ impl Bits {
     pub(crate) fn mark_for_nested(self) -> Option<Mark> {
         if self.is_cancelled_inside() {
             Some(Mark::Cancelled)
-        } else if self.is_stopping_inside() {
+        } else if self.is_stopping() || self.is_stopping_inside() {
+            // A stop under way counts: it took its list of nested scopes already.
             Some(Mark::Stopping)
         } else {
             None
@@ -385,7 +407,7 @@ impl Bits {
 
 impl fmt::Debug for Bits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const NAMES: [&str; 14] = [
+        const NAMES: [&str; 15] = [
             "ENTERED",
             "HAS_GRACE",
             "STOPPING",
@@ -400,6 +422,7 @@ impl fmt::Debug for Bits {
             "HAS_MEMBERS",
             "HANDLE_CANCELS",
             "RELINKED",
+            "STOPPED",
         ];
         let mut list = f.debug_set();
         for (i, name) in NAMES.iter().enumerate() {
@@ -487,7 +510,12 @@ mod tests {
     fn stopping_happens_once_and_not_after_a_decision() {
         let state = State::new();
         assert_eq!(state.begin_stopping(), Stop::Stopped);
+        assert!(state.load().is_stop_under_way());
         assert_eq!(state.begin_stopping(), Stop::AlreadyStopping);
+        assert!(!state.load().is_stopping_inside());
+        assert_eq!(state.load().mark_for_nested(), Some(Mark::Stopping));
+        state.finish_stopping();
+        assert!(state.load().is_stopped() && !state.load().is_stop_under_way());
         assert!(state.load().is_stopping_inside());
         assert_eq!(state.begin_deciding(), Decide::Begun);
         assert_eq!(state.begin_stopping(), Stop::TooLate);

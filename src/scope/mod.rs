@@ -354,7 +354,8 @@ impl Scope {
     /// ```
     pub fn is_stopping(&self) -> bool {
         let bits = self.frame.state();
-        bits.is_stopping() || bits.is_cancelled()
+        // Once the stop reached the scopes inside (as `is_cancelled` once a decision did).
+        bits.is_stopped() || bits.is_cancelled()
     }
 
     /// Returns the reasons recorded so far, in order: a stop's reasons, then those of the
