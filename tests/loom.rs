@@ -862,6 +862,48 @@ fn check_racing_the_fence_decides_once() {
     });
 }
 
+/// `Cx::check` from another thread races the fence's own look at a flag that is set, in a
+/// scope with a grace period: the scope stops (once), `check` returns `Ok`, and when it has
+/// returned the scope reads stopping, and so does a `Cx` in a scope nested in it, however
+/// it interleaves with the stop the fence makes (`check` finds the flag settled by it).
+#[test]
+fn check_racing_the_fence_stop_returns_once_the_stop_reached_inside() {
+    model_bounded(3, || {
+        let (_ex, root) = root();
+        let flag = Flag::new();
+        let scope = Fencing::new()
+            .flag(&flag, "drain")
+            .scope()
+            .grace(std::time::Duration::MAX);
+        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let s = slot.clone();
+        let mut fence = pin!(scope.fence(&root, move |cx| async move {
+            Fencing::new()
+                .scope()
+                .fence(&cx, move |cx| {
+                    *s.lock().unwrap() = Some(cx);
+                    std::future::pending::<()>()
+                })
+                .await
+        }));
+        let (_, waker) = Counter::waker();
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        let inner = slot.lock().unwrap().take().expect("the inner body ran");
+        flag.set();
+        let t = thread::spawn(move || {
+            assert!(inner.check().is_ok(), "a stop is not a cancellation");
+            assert!(
+                inner.is_stopping(),
+                "check returned before the stop reached inside"
+            );
+        });
+        assert!(poll_once(fence.as_mut(), &waker).is_pending());
+        t.join().unwrap();
+        assert!(scope.is_stopping() && !scope.is_cancelled());
+        assert_eq!(codes_of(&scope.reasons()), ["drain"]);
+    });
+}
+
 /// `Cx::check` in a scope nested below the owner of a flag that is set, while the owner's
 /// fence decides for it on another thread: `check` returns `Err` (the flag was set before it
 /// was called), however it interleaves with the decision. It must not take the owner's

@@ -113,9 +113,9 @@ impl Frame {
                 if owner.state().accepts_children() {
                     owner.check_own();
                 }
-                // A decision under way (found begun, or the trigger found settled by it)
-                // shows here only once it has reached this scope (frame invariant 2).
-                owner.await_decision();
+                // A decision or a stop under way (found begun, or the trigger found settled
+                // by it) shows here only once it has reached this scope (frame invariant 2).
+                owner.await_stop();
             }
         }
         if self.state().is_cancelled_inside() {

@@ -151,7 +151,7 @@ impl Frame {
     /// Waits while another thread's stop (or decision) reaches the scopes inside: a stop that
     /// found one under way returns once the scope reads stopped, and so does every `Cx`
     /// inside it (a latch on every thread, as for a decision).
-    fn await_stop(&self) {
+    pub(super) fn await_stop(&self) {
         while self.state().is_stop_under_way() {
             crate::sync::spin_wait();
         }
