@@ -18,7 +18,9 @@
 //!    recorded before the lock is released), reaches every nested scope (marked
 //!    `ABOVE_CANCELLED`, top-down, one level at a time), and only then shows as `CANCELLED`.
 //!    So whoever sees a scope cancelled sees every scope inside it owned, and no inner fence
-//!    can return after its enclosing scope decided (rule 5).
+//!    can return after its enclosing scope decided (rule 5). A stop is the same in small
+//!    (`begin_stopping` under the lock, the nested scopes marked `ABOVE_STOPPING`, then
+//!    `STOPPED`); whoever finds a stop or a decision under way waits for it to show.
 //! 3. A nested scope registers with its parent under the parent's lock, and takes the
 //!    parent's marks there; a propagation sets a scope's mark before it takes that scope's
 //!    lock to reach its nested scopes. So a nested scope is marked by one or the other.
