@@ -431,6 +431,51 @@ fn scope_entered_with_the_cx_of_a_cancelled_returned_scope_is_cancelled_at_entry
     });
 }
 
+/// A scope entered (with an escaped `Cx`) inside a running scope that watches its flag relies
+/// on it for that flag; once the ancestor returns `Ok`, the flag is the escaped scope's own
+/// again. A body that never yields and calls `Cx::check` sees it set (the scope decides
+/// now), as it would a flag of its own: check must not skip a trigger because the scope that
+/// watched it for this one is over.
+#[test]
+fn check_in_an_escaped_scope_sees_its_flag_once_the_ancestor_watching_it_returned_ok() {
+    run_pool(|cx| async move {
+        let flag = Flag::new();
+        let (tx, rx) = async_channel::bounded::<Cx>(1);
+        let (entered_tx, entered_rx) = async_channel::bounded::<()>(1);
+        let (over_tx, over_rx) = async_channel::bounded::<()>(1);
+        let f = flag.clone();
+        let escaped = Arc::new(on_flag(&flag, "stop").scope());
+        let e = escaped.clone();
+        let worker = cx.spawn(async move {
+            let cx = rx.recv().await.expect("the body sends its Cx");
+            e.fence(&cx, |cx| async move {
+                entered_tx.send(()).await.unwrap();
+                over_rx.recv().await.unwrap();
+                f.set();
+                // Never yields again: only `check` can see the flag.
+                (0..2_000).any(|_| {
+                    std::thread::sleep(Duration::from_millis(1));
+                    cx.check().is_err()
+                })
+            })
+            .await
+        });
+        let outer = on_flag(&flag, "stop").scope();
+        let out = outer
+            .fence(&cx, |cx| async move {
+                tx.send(cx).await.unwrap();
+                entered_rx.recv().await.unwrap();
+            })
+            .await;
+        assert_eq!(out, Ok(()));
+        over_tx.send(()).await.unwrap();
+        let result = worker.await.expect("the root task is not cancelled");
+        let err = result.expect_err("check never saw the flag set");
+        assert!(err.cancelled_by("stop"), "{err:?}");
+        assert!(escaped.is_cancelled());
+    });
+}
+
 /// A scope entered (with an escaped `Cx`) while its ancestor's trigger has fired waits at
 /// entry for the ancestor; if the ancestor then returns `Ok` after all (its body completed on
 /// that poll: rule 4), the waiting scope starts its body. It used to never create it, and

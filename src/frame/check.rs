@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::cancelled::Cancelled;
 use crate::flag::Flag;
 use crate::reason::{Found, Reason};
-use crate::trigger::{earliest, time_id, time_of, Trigger};
+use crate::trigger::{earliest, time_id, time_of, Trigger, TriggerId};
 
 use super::{locked, Bits, Frame};
 
@@ -107,7 +107,7 @@ impl Frame {
 
     /// The full look of `Cx::check`: the scopes that own a flag that is set or the deadline
     /// that passed decide now (outermost first, rule 5), then this scope reads its state.
-    pub(crate) fn check(&self) -> Result<(), Cancelled> {
+    pub(crate) fn check(self: &Arc<Self>) -> Result<(), Cancelled> {
         if !self.state().is_cancelled_inside() {
             for owner in self.owners_of_fired() {
                 if owner.state().accepts_children() {
@@ -127,13 +127,13 @@ impl Frame {
 
     /// The scopes owning a watched flag that is set or the applying deadline that passed,
     /// outermost first. Reads the clock only when a deadline applies.
-    fn owners_of_fired(&self) -> Vec<Arc<Frame>> {
+    fn owners_of_fired(self: &Arc<Self>) -> Vec<Arc<Frame>> {
         let Some(entry) = self.entry() else {
             return Vec::new();
         };
         let mut owners: Vec<Arc<Frame>> = Vec::new();
-        let mut add = |owner: Option<Arc<Frame>>| {
-            if let Some(owner) = owner {
+        let mut add = |watcher: &Weak<Frame>, id: TriggerId| {
+            if let Some(owner) = self.owner_now(watcher, id) {
                 if !owners.iter().any(|o| Arc::ptr_eq(o, &owner)) {
                     owners.push(owner);
                 }
@@ -144,7 +144,7 @@ impl Frame {
         let now = entry.deadline.as_ref().map(|_| Instant::now());
         if let (Some(d), Some(now)) = (&entry.deadline, now) {
             if now >= d.at {
-                add(d.owner.upgrade());
+                add(&d.owner, time_id(d.at));
             }
         }
         entry.watch.set(self.triggers()).for_each(|id, w| {
@@ -153,11 +153,57 @@ impl Frame {
                 None => w.flag().is_some_and(Flag::is_set),
             };
             if fired {
-                add(w.owner.upgrade());
+                add(&w.owner, id);
             }
         });
         owners.sort_by_key(|o| o.chain().count());
         owners
+    }
+
+    /// The scope that owns the trigger `id` for this one now: `watcher`, the scope that
+    /// watched it when this one was entered, while that scope is in force; once it returned
+    /// without deciding (this scope's `Cx` escaped it), the outermost scope still running
+    /// between here and there whose fencing has the trigger (its fence arms it when it next
+    /// looks: `relink`), if any. The walk up happens only then.
+    fn owner_now(self: &Arc<Self>, watcher: &Weak<Frame>, id: TriggerId) -> Option<Arc<Frame>> {
+        let watcher = watcher.upgrade()?;
+        if !watcher.state().is_finished_undecided() {
+            return Some(watcher);
+        }
+        std::iter::successors(Some(self.clone()), |f| f.parent().cloned())
+            .take_while(|f| !Arc::ptr_eq(f, &watcher))
+            .filter(|f| !f.state().is_finished() && f.has_trigger(id))
+            .last()
+    }
+
+    /// `true` if this scope's fencing has the trigger `id` (for a time trigger: as the one
+    /// that can fire, the earliest).
+    fn has_trigger(&self, id: TriggerId) -> bool {
+        match (time_of(id), self.entry()) {
+            (Some(_), Some(entry)) => {
+                earliest(self.triggers(), entry.entered_at).is_some_and(|(_, at)| time_id(at) == id)
+            }
+            (Some(_), None) => false,
+            (None, _) => self.triggers().iter().any(|t| t.id() == Some(id)),
+        }
+    }
+
+    /// `true` if this scope owns the trigger `id` that `watcher` watched when it was entered:
+    /// it is `watcher`, or owns it now ([`owner_now`](Frame::owner_now): `watcher` returned
+    /// without deciding, and no scope running between them has the trigger).
+    fn takes(&self, watcher: &Weak<Frame>, id: TriggerId) -> bool {
+        if self.owns(watcher) {
+            return true;
+        }
+        if watcher
+            .upgrade()
+            .is_some_and(|w| !w.state().is_finished_undecided())
+        {
+            return false;
+        }
+        !std::iter::successors(self.parent(), |f| f.parent())
+            .take_while(|f| !std::ptr::eq(Arc::as_ptr(f), watcher.as_ptr()))
+            .any(|f| !f.state().is_finished() && f.has_trigger(id))
     }
 
     /// This scope's own flags that are set and its own deadline if it passed, fired as the
@@ -171,8 +217,9 @@ impl Frame {
         // This scope's armed time trigger: the earliest of its fencing, if it owns its instant
         // (as the applying deadline, or in the watch set).
         let owned = |at: Instant| {
-            (entry.deadline.as_ref()).is_some_and(|d| d.at == at && self.owns(&d.owner))
-                || (watch.get(time_id(at))).is_some_and(|w| self.owns(&w.owner))
+            let id = time_id(at);
+            (entry.deadline.as_ref()).is_some_and(|d| d.at == at && self.takes(&d.owner, id))
+                || (watch.get(id)).is_some_and(|w| self.takes(&w.owner, id))
         };
         let own_time = earliest(triggers, entry.entered_at)
             .filter(|(_, at)| owned(*at))
@@ -184,7 +231,7 @@ impl Frame {
                 let reason = match trigger {
                     Trigger::Flag { flag, code } => watch
                         .get(flag.id())
-                        .filter(|w| self.owns(&w.owner))
+                        .filter(|w| self.takes(&w.owner, flag.id()))
                         .and_then(|_| flag.reason(code)),
                     Trigger::Time(time) => {
                         own_time.filter(|(i, _)| *i == index).map(|_| time.reason())
