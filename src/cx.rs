@@ -437,9 +437,11 @@ impl Cx {
     /// deadline that applies has passed; that scope then decides now (outermost first), as
     /// if its fence had been polled, and its `fence` returns `Err` with those reasons. A
     /// scope with a grace period *stops* instead, and `check` returns `Err` only once it has
-    /// decided to cancel. Guards are consulted as for a poll.
+    /// decided to cancel; a `check` after its grace period ran out makes it decide, as its
+    /// timer would (so a loop that never yields is cut too). Guards are consulted as for a
+    /// poll.
     ///
-    /// Reads the clock only when a deadline applies; custom triggers are not consulted (they
+    /// Reads the clock only when a deadline applies or a scope stops; custom triggers are not consulted (they
     /// need a poll). At a root `Cx` it looks at the bound fencing's flags and deadline and
     /// returns `Err` with those that fired (no scope exists to decide).
     ///

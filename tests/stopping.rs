@@ -1655,3 +1655,78 @@ fn a_declined_trigger_with_grace_does_not_stop_the_scope() {
         assert_eq!(codes_of(&scope.declined()), ["disconnect"]);
     });
 }
+
+/// `check()` in a loop that never yields, in a scope with a grace period: the trigger makes
+/// the scope stop (`check` goes on returning `Ok`, `is_stopping` is true), and once the grace
+/// period has run out `check` cuts: `Err` with the trigger's reason and `"grace"`, although
+/// the fence (whose task runs the loop) was never polled in between.
+#[test]
+fn check_in_a_loop_that_never_yields_cuts_once_the_grace_period_ran_out() {
+    run(|cx| async move {
+        let drain = Flag::new();
+        let d = drain.clone();
+        let grace = Duration::from_millis(30);
+        let scope = on_flag(&drain, "drain").scope().grace(grace);
+        let out = scope.fence(&cx, |cx| async move {
+            d.set();
+            assert!(
+                cx.check().is_ok(),
+                "the flag stops the scope; it does not cancel it"
+            );
+            assert!(cx.is_stopping());
+            let started = Instant::now();
+            loop {
+                if let Err(cancelled) = cx.check() {
+                    return Ok((started.elapsed(), cancelled));
+                }
+                if started.elapsed() > LIMIT {
+                    return Err("check never returned Err once the grace period ran out");
+                }
+                std::hint::spin_loop();
+            }
+        });
+        let err = within(LIMIT * 2, out).await.unwrap_err();
+        assert_eq!(codes(&err), ["drain", "grace"]);
+        assert_eq!(err.reasons()[1].kind(), ReasonKind::Timeout);
+        assert!(scope.is_cancelled());
+    });
+}
+
+/// The same, the grace period being an enclosing scope's: `check()` in a nested scope cuts
+/// the scope that stopped, whose decision owns the nested one (rule 5).
+#[test]
+fn check_below_a_stopping_scope_cuts_it_once_its_grace_period_ran_out() {
+    run(|cx| async move {
+        let drain = Flag::new();
+        let d = drain.clone();
+        let outer = on_flag(&drain, "drain")
+            .scope()
+            .grace(Duration::from_millis(30));
+        let seen: Arc<Mutex<Option<Vec<String>>>> = Arc::default();
+        let s = seen.clone();
+        let out = outer.fence(&cx, |cx| async move {
+            Fencing::new()
+                .scope()
+                .fence(&cx, |cx| async move {
+                    d.set();
+                    let started = Instant::now();
+                    while started.elapsed() < LIMIT {
+                        if let Err(cancelled) = cx.check() {
+                            let codes = cancelled.reasons().iter().map(|r| r.code().to_string());
+                            *s.lock().unwrap() = Some(codes.collect());
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                })
+                .await
+        });
+        let err = within(LIMIT * 2, out).await.unwrap_err();
+        assert_eq!(codes(&err), ["drain", "grace"]);
+        let seen = seen.lock().unwrap().take();
+        assert_eq!(
+            seen.as_deref(),
+            Some(&["drain".to_owned(), "grace".to_owned()][..])
+        );
+    });
+}

@@ -117,11 +117,35 @@ impl Frame {
                 // by it) shows here only once it has reached this scope (frame invariant 2).
                 owner.await_stop();
             }
+            if self.state().is_stopping_inside() {
+                self.check_grace();
+            }
         }
         if self.state().is_cancelled_inside() {
             Err(Cancelled::from_reasons(self.reasons_inside()))
         } else {
             Ok(())
+        }
+    }
+
+    /// A scope stopping here or above whose grace period ran out decides now, as its fence
+    /// does when its timer wakes it: a loop that calls `check` and never yields may be what
+    /// keeps that fence from being polled. Reads the clock once.
+    fn check_grace(&self) {
+        let now = Instant::now();
+        for frame in self.chain() {
+            let bits = frame.state();
+            if !bits.is_stopping_inside() {
+                return;
+            }
+            if bits.is_stopping() && frame.grace_over(now) {
+                if let Some(reason) = frame.grace_reason() {
+                    let _ = frame.decide(vec![reason]);
+                }
+                // Shows here once it has reached this scope (frame invariant 2).
+                frame.await_decision();
+                return;
+            }
         }
     }
 

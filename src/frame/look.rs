@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::task::Context;
+use std::time::Instant;
 
 use futures_lite::future::Future;
 
@@ -61,6 +62,18 @@ impl Frame {
             Some((timer, _)) => Pin::new(timer).poll(cx).is_ready(),
             None => false,
         }
+    }
+
+    /// `true` if this scope stopped and its grace period has run out at `now`, whether or
+    /// not its fence's timer has woken it yet.
+    pub(crate) fn grace_over(&self, now: Instant) -> bool {
+        let Some(grace) = self.config.grace else {
+            return false;
+        };
+        let stopped_at = self.lock().as_ref().and_then(|l| l.record.stopped_at);
+        stopped_at
+            .and_then(|started| started.checked_add(grace.period))
+            .is_some_and(|at| now >= at)
     }
 
     /// The reason of a grace period that ran out.
