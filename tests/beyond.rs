@@ -397,6 +397,42 @@ fn a_panic_in_the_closure_is_a_child_panic_resumed_from_fence() {
     });
 }
 
+/// A value whose drop panics, as a closure's value the scope throws away.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{EXPECTED}: dropping the closure's value");
+    }
+}
+
+#[test]
+fn a_panic_dropping_the_value_of_a_cancelled_closure_is_a_child_panic_not_a_hang() {
+    quiet_expected_panics();
+    run(|cx| async move {
+        let live = Live::default();
+        let l = live.clone();
+        let scope = on_timeout(Duration::from_millis(10), "budget").scope();
+        let fence = scope.fence(&cx, |cx| async move {
+            cx.unblock(|cx| {
+                let start = Instant::now();
+                while cx.check().is_ok() {
+                    std::thread::sleep(Duration::from_millis(1));
+                    assert!(start.elapsed() < LIMIT, "check never saw the deadline");
+                }
+                PanicsOnDrop
+            })
+            .detach();
+            hold_forever(l.track()).await
+        });
+        let outcome = within(LIMIT, std::panic::AssertUnwindSafe(fence).catch_unwind()).await;
+        let payload = outcome.expect_err("the panic resumes from fence");
+        assert!(panic_message(&*payload).contains("dropping the closure's value"));
+        assert_eq!(live.count(), 0);
+        assert_eq!(scope.reasons()[0].code(), &"budget");
+    });
+}
+
 #[test]
 fn unblock_on_a_root_cx_runs_owned_by_its_handle() {
     run(|cx| async move {

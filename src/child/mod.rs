@@ -69,14 +69,7 @@ where
     let slot = Arc::new(OutcomeSlot::new());
     let filled = slot.clone();
     blocking::unblock(move || {
-        let outcome = match catch_unwind(AssertUnwindSafe(f)) {
-            // Cancelled before `f` returned: its value is dropped.
-            Ok(value) => match link.stopped() {
-                Some(err) => Outcome::Cancelled(err),
-                None => Outcome::Done(value),
-            },
-            Err(panic) => link.panicked(panic),
-        };
+        let outcome = run_closure(f, &link);
         filled.put(outcome);
         if let Link::Scoped { frame, child } = &link {
             frame.release_child(*child);
@@ -86,6 +79,25 @@ where
     Child {
         state: State::Slot(slot),
         handle,
+    }
+}
+
+/// Runs an [`unblock`] closure for `link`: its value, or, if it was stopped before `f`
+/// returned, cancelled with the value dropped here. A panic in `f` or in dropping its value
+/// is a child panic (the slot is still filled and the child still leaves its scope).
+#[cfg(not(loom))]
+fn run_closure<T>(f: impl FnOnce() -> T, link: &Link) -> Outcome<T> {
+    let ran = catch_unwind(AssertUnwindSafe(|| {
+        let value = f();
+        match link.stopped() {
+            Some(err) => Err(err),
+            None => Ok(value),
+        }
+    }));
+    match ran {
+        Ok(Ok(value)) => Outcome::Done(value),
+        Ok(Err(err)) => Outcome::Cancelled(err),
+        Err(panic) => link.panicked(panic),
     }
 }
 
