@@ -420,3 +420,36 @@ fn a_child_whose_executor_is_dropped_ends_as_cancelled() {
     // The scoped child's future is gone too: the fence returns.
     assert_eq!(futures_lite::future::block_on(fence), Ok(7));
 }
+
+/// A value whose drop takes a while, then counts itself gone.
+struct SlowDrop(Option<common::live::Guard>);
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
+        self.0.take();
+    }
+}
+
+/// On `Cx::with_spawner`, a child future that the executor drops unfinished (here on another
+/// thread) is gone by the time its handle gives `executor-dropped`, as on an async-executor.
+#[test]
+fn a_custom_spawner_child_is_dropped_before_its_handle_reads_executor_dropped() {
+    let cx = Cx::with_spawner(|f| {
+        std::thread::spawn(move || drop(f));
+    });
+    let live = Live::default();
+    let l = live.clone();
+    let scope = Fencing::new().scope();
+    let out = future::block_on(scope.fence(&cx, |cx| async move {
+        let slow = SlowDrop(Some(l.track()));
+        let child = cx.spawn(async move {
+            let _slow = slow;
+            future::pending::<()>().await
+        });
+        let err = child.await.unwrap_err();
+        (err.reasons()[0].code().to_string(), l.count())
+    }));
+    assert_eq!(out, Ok(("executor-dropped".to_owned(), 0)));
+    assert_eq!(live.count(), 0);
+}

@@ -7,8 +7,9 @@
 //! 2. The handle registers its waker under the lock and the filler wakes it after filling
 //!    under the same lock, so the outcome is never missed.
 //! 3. A [`ToSlot`] that is dropped before its future completed (an executor dropping it
-//!    unfinished, or a runtime shutting down) fills the slot with `executor-dropped`: the
-//!    handle never hangs.
+//!    unfinished, or a runtime shutting down) drops the future first, then fills the slot
+//!    with `executor-dropped`: the handle never hangs, and reads it only once the child's
+//!    future is gone (as from an async-executor's task).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -85,22 +86,27 @@ pin_project! {
     /// A child's future as handed to a custom spawner: it leaves its outcome in the slot.
     pub(crate) struct ToSlot<G, T> {
         #[pin]
-        inner: G,
+        inner: Option<G>,
         slot: std::sync::Arc<OutcomeSlot<T>>,
     }
 
     impl<G, T> PinnedDrop for ToSlot<G, T> {
         fn drop(this: Pin<&mut Self>) {
-            // Invariant 3 (a no-op after the outcome was put).
+            // Invariant 3: the future first, then the outcome (a no-op after it was put).
+            let mut this = this.project();
+            this.inner.set(None);
             let err = Cancelled::new(internal::executor_dropped());
-            this.project().slot.put(Outcome::Cancelled(err.into()));
+            this.slot.put(Outcome::Cancelled(err.into()));
         }
     }
 }
 
 impl<G, T> ToSlot<G, T> {
     pub(crate) fn new(inner: G, slot: std::sync::Arc<OutcomeSlot<T>>) -> ToSlot<G, T> {
-        ToSlot { inner, slot }
+        ToSlot {
+            inner: Some(inner),
+            slot,
+        }
     }
 }
 
@@ -112,7 +118,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let outcome = std::task::ready!(this.inner.poll(cx));
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let outcome = std::task::ready!(inner.poll(cx));
         this.slot.put(outcome);
         Poll::Ready(())
     }
