@@ -433,6 +433,25 @@ fn a_panic_dropping_the_value_of_a_cancelled_closure_is_a_child_panic_not_a_hang
     });
 }
 
+/// On a root `Cx`, a closure's value whose drop panics, thrown away because the handle
+/// cancelled it, resumes the panic where the handle is awaited: never a hang.
+#[test]
+fn a_panic_dropping_the_value_of_a_cancelled_root_closure_resumes_from_its_handle() {
+    quiet_expected_panics();
+    run(|cx| async move {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let handle = cx.unblock(move |_| {
+            let _ = wait.recv_timeout(LIMIT);
+            PanicsOnDrop
+        });
+        handle.cancel();
+        go.send(()).unwrap();
+        let outcome = within(LIMIT, std::panic::AssertUnwindSafe(handle).catch_unwind()).await;
+        let payload = outcome.err().expect("the panic resumes from the handle");
+        assert!(panic_message(&*payload).contains("dropping the closure's value"));
+    });
+}
+
 #[test]
 fn unblock_on_a_root_cx_runs_owned_by_its_handle() {
     run(|cx| async move {
