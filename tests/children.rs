@@ -8,6 +8,7 @@ mod common {
     pub mod hold;
     pub mod leaks;
     pub mod live;
+    pub mod panics;
     pub mod run;
     pub mod within;
 }
@@ -20,6 +21,7 @@ use async_fence::{on_flag, on_timeout, Cx, Fencing, Flag, Reason, ReasonKind};
 use async_io::Timer;
 use common::hold::hold_forever;
 use common::live::Live;
+use common::panics::{quiet_expected_panics, EXPECTED};
 use common::run::run;
 use common::within::{within, LIMIT};
 use futures_lite::future;
@@ -452,4 +454,30 @@ fn a_custom_spawner_child_is_dropped_before_its_handle_reads_executor_dropped() 
     }));
     assert_eq!(out, Ok(("executor-dropped".to_owned(), 0)));
     assert_eq!(live.count(), 0);
+}
+
+/// Panics when dropped.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("{EXPECTED}: a child future's drop");
+    }
+}
+
+/// On a root `Cx::with_spawner`, a child future whose drop panics as the executor drops it
+/// unfinished still leaves `executor-dropped` for its handle: the handle never hangs.
+#[test]
+fn a_custom_spawner_root_child_whose_drop_panics_still_gives_its_handle_executor_dropped() {
+    quiet_expected_panics();
+    let cx = Cx::with_spawner(|f| {
+        std::thread::spawn(move || drop(f));
+    });
+    let bomb = PanicsOnDrop;
+    let child = cx.spawn(async move {
+        let _bomb = bomb;
+        future::pending::<()>().await
+    });
+    let err = future::block_on(within(LIMIT, child)).unwrap_err();
+    assert_eq!(err.reasons()[0].code(), &"executor-dropped");
 }
