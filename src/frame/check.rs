@@ -139,9 +139,7 @@ impl Frame {
                 return;
             }
             if bits.is_stopping() && frame.grace_over(now) {
-                if let Some(reason) = frame.grace_reason() {
-                    let _ = frame.decide(vec![reason]);
-                }
+                frame.cut();
                 // Shows here once it has reached this scope (frame invariant 2).
                 frame.await_decision();
                 return;

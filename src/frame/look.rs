@@ -9,10 +9,10 @@ use futures_lite::future::Future;
 
 use crate::armed::{Look, Panic};
 use crate::instrument::{Kind, Token};
-use crate::reason::{internal, Found, Reason};
+use crate::reason::{internal, Found};
 use crate::sync::{lock, Timer};
 
-use super::{locked, Frame};
+use super::{locked, Frame, Locked};
 
 impl Frame {
     /// The triggers this entry owns found fired, looked at as `look` says; a custom trigger
@@ -45,15 +45,10 @@ impl Frame {
     /// `cx`'s waker with its timer otherwise. Never for a period too long for `Instant`
     /// (`Duration::MAX`).
     pub(crate) fn grace_ran_out(&self, cx: &mut Context<'_>) -> bool {
-        let Some(grace) = self.config.grace else {
-            return false;
-        };
         let mut guard = self.lock();
         let locked = locked(&mut guard);
         if locked.grace_timer.is_none() {
-            let Some(at) =
-                (locked.record.stopped_at).and_then(|started| started.checked_add(grace.period))
-            else {
+            let Some(at) = self.grace_end(locked) else {
                 return false;
             };
             locked.grace_timer = Some((Timer::at(at), Token::new(Kind::Timer)));
@@ -67,18 +62,22 @@ impl Frame {
     /// `true` if this scope stopped and its grace period has run out at `now`, whether or
     /// not its fence's timer has woken it yet.
     pub(crate) fn grace_over(&self, now: Instant) -> bool {
-        let Some(grace) = self.config.grace else {
-            return false;
-        };
-        let stopped_at = self.lock().as_ref().and_then(|l| l.record.stopped_at);
-        stopped_at
-            .and_then(|started| started.checked_add(grace.period))
-            .is_some_and(|at| now >= at)
+        let end = self.lock().as_ref().and_then(|l| self.grace_end(l));
+        end.is_some_and(|at| now >= at)
     }
 
-    /// The reason of a grace period that ran out.
-    pub(crate) fn grace_reason(&self) -> Option<Reason> {
+    /// When the grace period, started when the scope stopped, runs out: `None` before the
+    /// stop, without a grace period, or for one too long for `Instant`.
+    fn grace_end(&self, locked: &Locked) -> Option<Instant> {
         let grace = self.config.grace?;
-        Some(internal::grace(grace.period, Some(grace.set_at)))
+        locked.record.stopped_at?.checked_add(grace.period)
+    }
+
+    /// Decides with the reason of a grace period that ran out (found by the fence's timer
+    /// or by `Cx::check`).
+    pub(crate) fn cut(&self) {
+        if let Some(grace) = self.config.grace {
+            let _ = self.decide(vec![internal::grace(grace.period, Some(grace.set_at))]);
+        }
     }
 }

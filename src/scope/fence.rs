@@ -387,9 +387,7 @@ where
             self.settle(&indices);
         }
         if self.frame.state().is_stopping() && self.frame.grace_ran_out(cx) {
-            if let Some(reason) = self.frame.grace_reason() {
-                let _ = self.frame.decide(vec![reason]);
-            }
+            self.frame.cut();
         }
         // Look again after registering: a decision may have come in (no lost wake-up).
         if self.frame.state().is_cancelled_inside() {
