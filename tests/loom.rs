@@ -72,6 +72,31 @@ impl Counter {
 }
 
 /// A root context on a fresh run-by-hand executor.
+/// Where a body leaves the `Cx` it was given, for the model to use from outside.
+#[derive(Clone, Default)]
+struct CxSlot(Arc<StdMutex<Option<Cx>>>);
+
+impl CxSlot {
+    fn keep(&self, cx: Cx) {
+        *self.0.lock().unwrap() = Some(cx);
+    }
+
+    /// A body that leaves its `Cx` here and never ends.
+    fn pending_body(&self) -> impl FnOnce(Cx) -> std::future::Pending<()> + Send + 'static {
+        let slot = self.clone();
+        move |cx| {
+            slot.keep(cx);
+            std::future::pending()
+        }
+    }
+
+    /// The `Cx` left here by the body (`whose`: which one, for the message).
+    fn take(&self, whose: &str) -> Cx {
+        let cx = self.0.lock().unwrap().take();
+        cx.unwrap_or_else(|| panic!("the {whose} body ran"))
+    }
+}
+
 fn root() -> (Arc<Executor<'static>>, Cx) {
     let ex = Arc::new(Executor::new());
     (ex.clone(), Cx::new(ex))
@@ -237,15 +262,11 @@ fn cancel_racing_spawn_never_leaks_the_child() {
         let (ex, cx) = root();
         let live = Live::default();
         let scope = Fencing::new().scope();
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let (_counter, waker) = Counter::waker();
-        let s = slot.clone();
-        let mut fence = pin!(scope.fence(&cx, move |cx| {
-            *s.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let mut fence = pin!(scope.fence(&cx, slot.pending_body()));
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let body_cx = slot.lock().unwrap().take().expect("the body ran");
+        let body_cx = slot.take("scope's");
 
         let l = live.clone();
         let spawner = thread::spawn(move || {
@@ -291,12 +312,12 @@ fn spawn_racing_ok_finish_is_joined_or_refused() {
         let live = Live::default();
         let ran = Arc::new(StdAtomicUsize::new(0));
         let scope = Fencing::new().scope();
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let gate = Arc::new(AtomicUsize::new(0));
         let (_counter, waker) = Counter::waker();
         let (s, g) = (slot.clone(), gate.clone());
         let mut fence = pin!(scope.fence(&cx, move |cx| {
-            *s.lock().unwrap() = Some(cx);
+            s.keep(cx);
             std::future::poll_fn(move |cx| {
                 // The body ends once the spawner has started (a loom-visible handshake).
                 if g.load(Ordering::SeqCst) == 1 {
@@ -308,7 +329,7 @@ fn spawn_racing_ok_finish_is_joined_or_refused() {
             })
         }));
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let body_cx = slot.lock().unwrap().take().expect("the body ran");
+        let body_cx = slot.take("scope's");
 
         let (l, r) = (live.clone(), ran.clone());
         let spawner = thread::spawn(move || {
@@ -407,15 +428,11 @@ fn escaped_scope_hears_its_ancestor_decide() {
         let (ex, cx) = root();
         let live = Live::default();
         let outer = Fencing::new().scope();
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let (_counter, waker) = Counter::waker();
-        let s = slot.clone();
-        let mut fence = pin!(outer.fence(&cx, move |cx| {
-            *s.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let mut fence = pin!(outer.fence(&cx, slot.pending_body()));
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let escaped = slot.lock().unwrap().take().expect("the body ran");
+        let escaped = slot.take("scope's");
 
         let (l, done) = (live.clone(), Arc::new(AtomicUsize::new(0)));
         let d = done.clone();
@@ -570,15 +587,11 @@ fn a_scope_entering_while_the_owner_decides_never_starts() {
         let (_ex, root) = root();
         let flag = Flag::new();
         let outer = Fencing::new().flag(&flag, "stop").scope();
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
-        let s = slot.clone();
-        let mut fence = pin!(outer.fence(&root, move |cx| {
-            *s.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let slot = CxSlot::default();
+        let mut fence = pin!(outer.fence(&root, slot.pending_body()));
         let (_, waker) = Counter::waker();
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let cx = slot.lock().unwrap().take().expect("the body ran");
+        let cx = slot.take("scope's");
         flag.set();
         let started = Arc::new(AtomicUsize::new(0));
         let st = started.clone();
@@ -676,23 +689,16 @@ fn a_stop_has_reached_the_nested_scopes_when_it_returns() {
     model_bounded(3, || {
         let (_ex, root) = root();
         let outer = Arc::new(Fencing::new().scope().grace(std::time::Duration::MAX));
-        let (slot, body_slot): (Arc<StdMutex<Option<Cx>>>, Arc<StdMutex<Option<Cx>>>) =
-            Default::default();
+        let (slot, body_slot) = (CxSlot::default(), CxSlot::default());
         let (s, b) = (slot.clone(), body_slot.clone());
         let mut fence = pin!(outer.fence(&root, move |cx| async move {
-            *b.lock().unwrap() = Some(cx.clone());
-            Fencing::new()
-                .scope()
-                .fence(&cx, move |cx| {
-                    *s.lock().unwrap() = Some(cx);
-                    std::future::pending::<()>()
-                })
-                .await
+            b.keep(cx.clone());
+            Fencing::new().scope().fence(&cx, s.pending_body()).await
         }));
         let (_, waker) = Counter::waker();
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let inner = slot.lock().unwrap().take().expect("the inner body ran");
-        let body = body_slot.lock().unwrap().take().expect("the body ran");
+        let inner = slot.take("inner");
+        let body = body_slot.take("scope's");
         let threads: Vec<_> = ["one", "two"]
             .into_iter()
             .map(|code| {
@@ -768,15 +774,11 @@ fn cx_cancel_from_two_threads_decides_once() {
     model(|| {
         let (_ex, cx) = root();
         let scope = Fencing::new().scope();
-        let inside = Arc::new(StdMutex::new(None));
-        let slot = inside.clone();
+        let slot = CxSlot::default();
         let (_, waker) = Counter::waker();
-        let mut fence = pin!(scope.fence(&cx, move |cx| {
-            *slot.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let mut fence = pin!(scope.fence(&cx, slot.pending_body()));
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let body_cx = inside.lock().unwrap().take().unwrap();
+        let body_cx = slot.take("scope's");
         let took = Arc::new(StdAtomicUsize::new(0));
         let threads: Vec<_> = ["one", "two"]
             .into_iter()
@@ -836,15 +838,11 @@ fn check_racing_the_fence_decides_once() {
         let (_ex, cx) = root();
         let flag = Flag::new();
         let scope = Fencing::new().flag(&flag, "stop").scope();
-        let inside = Arc::new(StdMutex::new(None));
-        let slot = inside.clone();
+        let slot = CxSlot::default();
         let (_, waker) = Counter::waker();
-        let mut fence = pin!(scope.fence(&cx, move |cx| {
-            *slot.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let mut fence = pin!(scope.fence(&cx, slot.pending_body()));
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let body_cx = inside.lock().unwrap().take().unwrap();
+        let body_cx = slot.take("scope's");
         flag.set();
         let t = thread::spawn(move || {
             let err = body_cx.check().unwrap_err();
@@ -875,20 +873,14 @@ fn check_racing_the_fence_stop_returns_once_the_stop_reached_inside() {
             .flag(&flag, "drain")
             .scope()
             .grace(std::time::Duration::MAX);
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let s = slot.clone();
         let mut fence = pin!(scope.fence(&root, move |cx| async move {
-            Fencing::new()
-                .scope()
-                .fence(&cx, move |cx| {
-                    *s.lock().unwrap() = Some(cx);
-                    std::future::pending::<()>()
-                })
-                .await
+            Fencing::new().scope().fence(&cx, s.pending_body()).await
         }));
         let (_, waker) = Counter::waker();
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let inner = slot.lock().unwrap().take().expect("the inner body ran");
+        let inner = slot.take("inner");
         flag.set();
         let t = thread::spawn(move || {
             assert!(inner.check().is_ok(), "a stop is not a cancellation");
@@ -915,20 +907,15 @@ fn check_below_an_owner_deciding_for_a_set_flag_is_err() {
         let (_ex, root) = root();
         let flag = Flag::new();
         let outer = Fencing::new().flag(&flag, "stop").scope();
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let s = slot.clone();
         let mut fence = pin!(outer.fence(&root, move |cx| async move {
             let inner = Fencing::new().scope();
-            inner
-                .fence(&cx, move |cx| {
-                    *s.lock().unwrap() = Some(cx);
-                    std::future::pending::<()>()
-                })
-                .await
+            inner.fence(&cx, s.pending_body()).await
         }));
         let (_, waker) = Counter::waker();
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let inner_cx = slot.lock().unwrap().take().expect("the inner body ran");
+        let inner_cx = slot.take("inner");
         flag.set();
         let t = thread::spawn(move || {
             let checked = inner_cx.check();
@@ -974,7 +961,7 @@ fn two_children_panicking_at_once_resume_the_panic_their_reason_tells() {
         let (_, waker) = Counter::waker();
         let mut fence = pin!(scope.fence(&cx, |cx| {
             for name in ["a", "b"] {
-                let _ = cx.spawn(async move { panic!("{EXPECTED}: child {name}") });
+                drop(cx.spawn(async move { panic!("{EXPECTED}: child {name}") }));
             }
             std::future::pending::<()>()
         }));
@@ -1019,20 +1006,15 @@ fn a_panic_reaching_a_parent_that_returns_ok_is_never_lost() {
     model_bounded(3, || {
         let (_ex, root) = root();
         let outer = Fencing::new().scope();
-        let (outer_cx, parent_cx): (Arc<StdMutex<Option<Cx>>>, Arc<StdMutex<Option<Cx>>>) =
-            Default::default();
-        let s = outer_cx.clone();
-        let mut outer_fence = pin!(outer.fence(&root, move |cx| {
-            *s.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let (outer_cx, parent_cx) = (CxSlot::default(), CxSlot::default());
+        let mut outer_fence = pin!(outer.fence(&root, outer_cx.pending_body()));
         let (_, waker) = Counter::waker();
         assert!(poll_once(outer_fence.as_mut(), &waker).is_pending());
-        let cx = outer_cx.lock().unwrap().take().expect("the outer body ran");
+        let cx = outer_cx.take("outer");
         let parent = Fencing::new().scope();
         let (s, polls) = (parent_cx.clone(), Arc::new(StdAtomicUsize::new(0)));
         let mut parent_fence = pin!(parent.fence(&cx, move |cx| {
-            *s.lock().unwrap() = Some(cx);
+            s.keep(cx);
             // Ends on its second poll.
             std::future::poll_fn(move |_| match polls.fetch_add(1, StdOrdering::SeqCst) {
                 0 => Poll::Pending,
@@ -1040,11 +1022,7 @@ fn a_panic_reaching_a_parent_that_returns_ok_is_never_lost() {
             })
         }));
         assert!(poll_once(parent_fence.as_mut(), &waker).is_pending());
-        let cx = parent_cx
-            .lock()
-            .unwrap()
-            .take()
-            .expect("the parent body ran");
+        let cx = parent_cx.take("parent");
         let mut escaped = Box::pin(Fencing::new().scope().fence(&cx, |_| PanicsOnDrop));
         assert!(poll_once(escaped.as_mut(), &waker).is_pending());
         let t = thread::spawn(move || drop(escaped));
@@ -1076,20 +1054,16 @@ fn an_escaped_scope_waiting_for_an_outer_owner_is_woken_by_its_return() {
         let (ex, root) = root();
         let outer = Fencing::new().scope();
         let middle = Arc::new(Fencing::new().scope());
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let (m, s) = (middle.clone(), slot.clone());
         let mut fence = pin!(outer.fence(&root, move |cx| async move {
             // Keeps the outer fence in its teardown until the executor runs it.
             drop(cx.spawn(std::future::pending::<()>()));
-            m.fence(&cx, move |cx| {
-                *s.lock().unwrap() = Some(cx);
-                std::future::pending::<()>()
-            })
-            .await
+            m.fence(&cx, s.pending_body()).await
         }));
         let (_, waker) = Counter::waker();
         assert!(poll_once(fence.as_mut(), &waker).is_pending());
-        let cx = slot.lock().unwrap().take().expect("the middle body ran");
+        let cx = slot.take("middle");
         let mut escaped = Box::pin(
             Fencing::new()
                 .scope()
@@ -1126,20 +1100,16 @@ fn an_orphaned_scope_relinking_while_the_scope_above_returns_is_still_reached() 
             Fencing::new().scope(),
             Fencing::new().scope(),
         );
-        let slot: Arc<StdMutex<Option<Cx>>> = Arc::default();
+        let slot = CxSlot::default();
         let (_, waker) = Counter::waker();
-        let s = slot.clone();
-        let mut outer_fence = pin!(outer.fence(&root, move |cx| {
-            *s.lock().unwrap() = Some(cx);
-            std::future::pending::<()>()
-        }));
+        let mut outer_fence = pin!(outer.fence(&root, slot.pending_body()));
         assert!(poll_once(outer_fence.as_mut(), &waker).is_pending());
-        let cx = slot.lock().unwrap().take().expect("the outer body ran");
+        let cx = slot.take("outer");
         // Each of the two returns `Ok` on its second poll.
-        let ends_second = |slot: Arc<StdMutex<Option<Cx>>>| {
+        let ends_second = |slot: CxSlot| {
             let polls = StdAtomicUsize::new(0);
             move |cx| {
-                *slot.lock().unwrap() = Some(cx);
+                slot.keep(cx);
                 std::future::poll_fn(move |_| match polls.fetch_add(1, StdOrdering::SeqCst) {
                     0 => Poll::Pending,
                     _ => Poll::Ready(()),
@@ -1148,10 +1118,10 @@ fn an_orphaned_scope_relinking_while_the_scope_above_returns_is_still_reached() 
         };
         let mut middle_fence = pin!(middle.fence(&cx, ends_second(slot.clone())));
         assert!(poll_once(middle_fence.as_mut(), &waker).is_pending());
-        let cx = slot.lock().unwrap().take().expect("the middle body ran");
+        let cx = slot.take("middle");
         let mut parent_fence = pin!(parent.fence(&cx, ends_second(slot.clone())));
         assert!(poll_once(parent_fence.as_mut(), &waker).is_pending());
-        let cx = slot.lock().unwrap().take().expect("the parent body ran");
+        let cx = slot.take("parent");
         let mut escaped = Box::pin(
             Fencing::new()
                 .scope()
