@@ -115,28 +115,10 @@ fn spawn_join(c: &mut Criterion) {
 
     let mut group = short(c, "spawn_join");
     group.bench_function("fence", |b| {
-        b.iter_custom(|iters| {
-            let scope = Fencing::new().scope();
-            future::block_on(ex.run(scope.fence(&cx, |cx| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(cx.spawn(async { black_box(7) }).await.ok());
-                }
-                start.elapsed()
-            })))
-            .expect("not cancelled")
-        })
+        b.iter_custom(|iters| cases::spawn_join_in(&ex, &cx, &Fencing::new().scope(), iters))
     });
     group.bench_function("baseline_executor_spawn", |b| {
-        b.iter_custom(|iters| {
-            future::block_on(ex.run(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(ex.spawn(async { black_box(7) }).await);
-                }
-                start.elapsed()
-            }))
-        })
+        b.iter_custom(|iters| cases::spawn_join_bare(&ex, iters))
     });
     group.finish();
 }

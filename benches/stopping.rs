@@ -88,17 +88,7 @@ fn spawn_try_join(c: &mut Criterion) {
         })
     });
     group.bench_function("fence_spawn", |b| {
-        b.iter_custom(|iters| {
-            let scope = Fencing::new().scope();
-            future::block_on(ex.run(scope.fence(&cx, |cx| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(cx.spawn(async { black_box(7) }).await.ok());
-                }
-                start.elapsed()
-            })))
-            .expect("not cancelled")
-        })
+        b.iter_custom(|iters| cases::spawn_join_in(&ex, &cx, &Fencing::new().scope(), iters))
     });
     group.finish();
 }

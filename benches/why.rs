@@ -11,7 +11,6 @@ mod cases;
 use std::hint::black_box;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_executor::Executor;
 use async_fence::{on_timeout, Cx, Fencing, Reason, ReasonKind};
@@ -72,26 +71,11 @@ fn tracing_cost(c: &mut Criterion) {
     group.bench_function(BenchmarkId::new("spawn_join", BUILD), |b| {
         b.iter_custom(|iters| {
             let scope = Fencing::new().scope().named("request");
-            future::block_on(ex.run(scope.fence(&cx, |cx| async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(cx.spawn(async { black_box(7) }).await.ok());
-                }
-                start.elapsed()
-            })))
-            .expect("not cancelled")
+            cases::spawn_join_in(&ex, &cx, &scope, iters)
         })
     });
     group.bench_function(BenchmarkId::new("baseline_executor_spawn", BUILD), |b| {
-        b.iter_custom(|iters| {
-            future::block_on(ex.run(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(ex.spawn(async { black_box(7) }).await);
-                }
-                start.elapsed()
-            }))
-        })
+        b.iter_custom(|iters| cases::spawn_join_bare(&ex, iters))
     });
     group.finish();
 }

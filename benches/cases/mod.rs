@@ -1,5 +1,6 @@
 //! The single-iteration cases shared by `baselines.rs` (timed by criterion) and
-//! `instructions.rs` (counted by callgrind). Each function is one iteration of one side.
+//! `instructions.rs` (counted by callgrind). Each function is one iteration of one side,
+//! except the `spawn_join_*` loops, timed alike by `baselines.rs`, `stopping.rs` and `why.rs`.
 #![allow(dead_code)] // each bench binary uses a different subset
 
 use std::future::Future;
@@ -8,9 +9,10 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use async_fence::{on_timeout, Cx, Fencing};
+use async_executor::Executor;
+use async_fence::{on_timeout, Cx, Fencing, Scope};
 use async_io::Timer;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
@@ -125,4 +127,28 @@ pub fn scope_child_token_timer(waker: &Waker, parent: &CancellationToken) -> Opt
         or_timer(token.run_until_cancelled(future::ready(black_box(7)))),
     );
     out.flatten()
+}
+
+/// Spawn + join one child, `iters` times one after the other, inside `scope` entered once
+/// with `cx` on `ex` (single-threaded): the time the loop took.
+pub fn spawn_join_in(ex: &Executor<'static>, cx: &Cx, scope: &Scope, iters: u64) -> Duration {
+    future::block_on(ex.run(scope.fence(cx, |cx| async move {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(cx.spawn(async { black_box(7) }).await.ok());
+        }
+        start.elapsed()
+    })))
+    .expect("not cancelled")
+}
+
+/// The baseline of [`spawn_join_in`]: `Executor::spawn` + await on `ex`, `iters` times.
+pub fn spawn_join_bare(ex: &Executor<'static>, iters: u64) -> Duration {
+    future::block_on(ex.run(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(ex.spawn(async { black_box(7) }).await);
+        }
+        start.elapsed()
+    }))
 }
