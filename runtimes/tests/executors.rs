@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_executor::Executor;
-use async_fence::{on_flag, on_timeout, Cancelled, Cx, Fencing, Flag, ReasonKind};
+use async_fence::{on_flag, on_timeout, Cancelled, Child, Cx, Fencing, Flag, ReasonKind};
 use async_io::Timer;
 use common::hold::hold_forever;
 use common::leaks::no_leaks;
@@ -290,6 +290,16 @@ fn children_spawned_each_on_a_thread_of_its_own_are_owned_and_torn_down() {
 
 /// Asserts `err` is the cancellation of a child its executor dropped.
 #[track_caller]
+/// A child counted in `live` that sets `started` once it runs, and never ends.
+fn started_forever(cx: &Cx, live: &Live, started: &Flag) -> Child<()> {
+    let (live, started) = (live.clone(), started.clone());
+    cx.spawn(async move {
+        let _guard = live.track();
+        started.set();
+        future::pending::<()>().await
+    })
+}
+
 fn assert_executor_dropped(err: &Cancelled) {
     assert_eq!(codes(err), ["executor-dropped"]);
     let reason = &err.reasons()[0];
@@ -313,16 +323,10 @@ fn a_tokio_runtime_shut_down_under_running_children_cancels_them() {
         let rt = Mutex::new(Some(rt));
         let rt = &rt;
         let live = Live::default();
-        let l = live.clone();
         let started = Flag::new();
         let scope = Fencing::new().scope();
         let out = scope.fence(&cx, |cx| async move {
-            let s = started.clone();
-            let waited_on = cx.spawn(async move {
-                let _guard = l.track();
-                s.set();
-                future::pending::<()>().await
-            });
+            let waited_on = started_forever(&cx, &live, &started);
             cx.spawn(hold_forever(live.track())).detach();
             started.wait().await;
             // Shut the runtime down under the children (from a thread of its own).
@@ -367,16 +371,10 @@ fn a_local_executor_dropped_under_running_children_cancels_them() {
         let runner = Mutex::new(Some((stop, runner)));
         let (ex, runner) = (&ex, &runner);
         let live = Live::default();
-        let l = live.clone();
         let started = Flag::new();
         let scope = Fencing::new().scope();
         let out = scope.fence(&cx, |cx| async move {
-            let s = started.clone();
-            let waited_on = cx.spawn(async move {
-                let _guard = l.track();
-                s.set();
-                future::pending::<()>().await
-            });
+            let waited_on = started_forever(&cx, &live, &started);
             for _ in 0..5 {
                 cx.spawn(hold_forever(live.track())).detach();
             }
