@@ -1656,6 +1656,19 @@ fn a_declined_trigger_with_grace_does_not_stop_the_scope() {
     });
 }
 
+/// Calls `cx.check()` in a loop that never yields until it returns `Err`; `None` if it still
+/// returns `Ok` after `LIMIT`.
+fn check_until_err(cx: &Cx) -> Option<async_fence::Cancelled> {
+    let started = Instant::now();
+    while started.elapsed() < LIMIT {
+        if let Err(cancelled) = cx.check() {
+            return Some(cancelled);
+        }
+        std::hint::spin_loop();
+    }
+    None
+}
+
 /// `check()` in a loop that never yields, in a scope with a grace period: the trigger makes
 /// the scope stop (`check` goes on returning `Ok`, `is_stopping` is true), and once the grace
 /// period has run out `check` cuts: `Err` with the trigger's reason and `"grace"`, although
@@ -1674,16 +1687,7 @@ fn check_in_a_loop_that_never_yields_cuts_once_the_grace_period_ran_out() {
                 "the flag stops the scope; it does not cancel it"
             );
             assert!(cx.is_stopping());
-            let started = Instant::now();
-            loop {
-                if let Err(cancelled) = cx.check() {
-                    return Ok((started.elapsed(), cancelled));
-                }
-                if started.elapsed() > LIMIT {
-                    return Err("check never returned Err once the grace period ran out");
-                }
-                std::hint::spin_loop();
-            }
+            check_until_err(&cx).ok_or("check never returned Err once the grace period ran out")
         });
         let err = within(LIMIT * 2, out).await.unwrap_err();
         assert_eq!(codes(&err), ["drain", "grace"]);
@@ -1709,14 +1713,9 @@ fn check_below_a_stopping_scope_cuts_it_once_its_grace_period_ran_out() {
                 .scope()
                 .fence(&cx, |cx| async move {
                     d.set();
-                    let started = Instant::now();
-                    while started.elapsed() < LIMIT {
-                        if let Err(cancelled) = cx.check() {
-                            let codes = cancelled.reasons().iter().map(|r| r.code().to_string());
-                            *s.lock().unwrap() = Some(codes.collect());
-                            break;
-                        }
-                        std::hint::spin_loop();
+                    if let Some(cancelled) = check_until_err(&cx) {
+                        let codes = cancelled.reasons().iter().map(|r| r.code().to_string());
+                        *s.lock().unwrap() = Some(codes.collect());
                     }
                 })
                 .await
